@@ -1,0 +1,45 @@
+# scoutless: `make run` runs the whole pipeline on the embedded archive; `make test` runs the tests.
+# Both create the virtual environment and install the pinned dependencies first.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# Telemetry of the tools we drive stays off.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export BENTOML_DO_NOT_TRACK := True
+export DO_NOT_TRACK := 1
+
+.PHONY: install run test lint bench lock clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+run: install
+	$(BIN)/scoutless run
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python -m benchmarks.extract
+
+# Re-pin the whole dependency set after changing pyproject.toml's dependencies.
+lock:
+	rm -rf $(VENV).lock && $(PYTHON) -m venv $(VENV).lock
+	$(VENV).lock/bin/python -m pip install --quiet --upgrade pip
+	$(VENV).lock/bin/python -m pip install --quiet ".[dev,oracle,mysql]"
+	{ sed -n '1,2p' constraints.txt; $(VENV).lock/bin/python -m pip freeze --exclude scoutless; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf $(VENV).lock
+
+clean:
+	rm -rf $(VENV) data/raw

@@ -1,0 +1,270 @@
+"""Where extraction reads from: a PanDA database (any SQLAlchemy URL) or a bigpanda JSON dump.
+
+Both sources answer the same three questions, so extraction has one code path:
+- which tasks changed since a watermark (as ranges of jeditaskid, `chunk` tasks each),
+- those tasks' rows with the sums over their input datasets,
+- those tasks' jobs, with the task presets the JEDI formulas need.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import case, func, select
+
+from archive.jedi_formulas import JOB_COLUMNS, TASK_PRESET_COLUMNS
+from archive.schema import PandaSchema
+
+# Task columns extracted: what is known at submission, the task's bookkeeping, and the resource
+# values with their units (the presets, or what the scouts set).
+TASK_COLUMNS = (
+    "jeditaskid", "taskname", "status", "username", "creationdate", "modificationtime", "starttime",
+    "endtime", "prodsourcelabel", "workinggroup", "vo", "corecount", "tasktype", "processingtype",
+    "transuses", "transhome", "transpath", "architecture", "campaign", "gshare", "site", "cloud",
+    "nucleus", "resource_type", "framework", "attemptnr", "parent_tid", "reqid", "splitrule",
+    "ramcount", "ramunit", "baseramcount", "cputime", "cputimeunit", "cpuefficiency", "walltime",
+    "walltimeunit", "basewalltime", "iointensity", "iointensityunit", "diskio", "diskiounit",
+    "outdiskcount", "outdiskunit", "workdiskcount", "workdiskunit",
+)
+DATASET_COLUMNS = ("jeditaskid", "datasetid", "type", "nfiles", "nevents")
+# Job columns beyond the formulas' own: status and the memory request, to count failures.
+EXTRA_JOB_COLUMNS = ("jobstatus", "minramcount", "piloterrorcode")
+INPUT_DATASET_TYPES = ("input", "pseudo_input")
+# Per-task sums over input datasets; n_bad_input_datasets counts rows with negative counts, which
+# would otherwise hide inside a sum.
+INPUT_SUM_COLUMNS = ("total_nfiles", "total_nevents", "n_input_datasets", "n_bad_input_datasets")
+
+
+class ArchiveSchemaError(LookupError):
+    """The archive lacks a table or column extraction needs."""
+
+
+class Source(Protocol):
+    def describe(self) -> str: ...
+    def check(self) -> None: ...
+    def unkeyed_rows(self) -> pd.DataFrame: ...
+    def changed_task_ranges(self, since: datetime | None, chunk: int) -> Iterator[tuple[int, int]]: ...
+    def tasks(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame: ...
+    def jobs(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame: ...
+
+
+def _ranges(ids: Iterator[int], chunk: int) -> Iterator[tuple[int, int]]:
+    """Consecutive (first, last) id pairs of `chunk` sorted ids each."""
+    block: list[int] = []
+    for task_id in ids:
+        block.append(task_id)
+        if len(block) == chunk:
+            yield block[0], block[-1]
+            block = []
+    if block:
+        yield block[0], block[-1]
+
+
+def fetch_frame(conn: sa.Connection, stmt: sa.Select) -> pd.DataFrame:
+    """Run `stmt` and return its rows as raw driver values.
+
+    SQLAlchemy compiles the statement and binds its parameters; the rows are then read from the DBAPI
+    cursor directly, skipping SQLAlchemy's per-value result processing (typing is done column-wise
+    afterwards, which is several times cheaper and lets unreadable values be reported, not raised).
+    """
+    result = conn.execute(stmt)
+    columns = list(result.keys())
+    rows = result.cursor.fetchall()
+    result.close()
+    return pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+
+
+Reader = Callable[[sa.Connection, sa.Select], pd.DataFrame]
+
+
+@dataclass
+class SqlSource:
+    """A PanDA archive behind a SQLAlchemy engine (SQLite, PostgreSQL, Oracle, MySQL)."""
+
+    engine: sa.Engine
+    schema: PandaSchema
+    job_tables: tuple[str, ...]
+    read: Reader = fetch_frame
+
+    def describe(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def check(self) -> None:
+        """Fail early, naming the missing table or column, instead of with a driver error mid-run."""
+        inspector = sa.inspect(self.engine)
+        needed = {
+            self.schema.jedi_tasks: TASK_COLUMNS,
+            self.schema.jedi_datasets: DATASET_COLUMNS,
+            **{
+                self.schema.job_table(name): JOB_COLUMNS + EXTRA_JOB_COLUMNS
+                for name in self.job_tables
+            },
+        }
+        for table, columns in needed.items():
+            if not inspector.has_table(table.name, schema=table.schema):
+                raise ArchiveSchemaError(f"archive {self.describe()} has no table {table.fullname}")
+            present = {c["name"].lower() for c in inspector.get_columns(table.name, schema=table.schema)}
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise ArchiveSchemaError(
+                    f"table {table.fullname} in {self.describe()} lacks column(s): {', '.join(missing)}"
+                )
+
+    def unkeyed_rows(self) -> pd.DataFrame:
+        return pd.DataFrame()  # jeditaskid is the table's primary key: every row has one
+
+    def _changed(self, since: datetime | None) -> sa.ColumnElement[bool]:
+        modified = self.schema.jedi_tasks.c.modificationtime
+        if since is None:
+            return sa.true()
+        if self.engine.dialect.name == "sqlite":
+            # SQLite keeps times as text, in whatever ISO variant the writer chose ('T' or ' ', with or
+            # without fractions): compare them as times, not as strings.
+            return func.julianday(modified) >= func.julianday(sa.literal(since, sa.DateTime))
+        return modified >= since
+
+    def changed_task_ranges(self, since: datetime | None, chunk: int) -> Iterator[tuple[int, int]]:
+        tasks = self.schema.jedi_tasks
+        stmt = select(tasks.c.jeditaskid).where(self._changed(since)).order_by(tasks.c.jeditaskid)
+        with self.engine.connect() as conn:
+            ids = [row[0] for row in conn.execute(stmt)]
+        yield from _ranges(iter(ids), chunk)
+
+    def tasks(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame:
+        tasks, datasets = self.schema.jedi_tasks, self.schema.jedi_datasets
+        negative = sa.or_(datasets.c.nfiles < 0, datasets.c.nevents < 0)
+        sums = (
+            select(
+                datasets.c.jeditaskid,
+                func.sum(datasets.c.nfiles).label("total_nfiles"),
+                func.sum(datasets.c.nevents).label("total_nevents"),
+                func.count().label("n_input_datasets"),
+                func.sum(case((negative, 1), else_=0)).label("n_bad_input_datasets"),
+            )
+            .where(datasets.c.type.in_(INPUT_DATASET_TYPES), datasets.c.jeditaskid.between(lo, hi))
+            .group_by(datasets.c.jeditaskid)
+            .subquery("input_sums")
+        )
+        stmt = (
+            select(*(tasks.c[name] for name in TASK_COLUMNS), *(sums.c[name] for name in INPUT_SUM_COLUMNS))
+            .select_from(tasks.outerjoin(sums, sums.c.jeditaskid == tasks.c.jeditaskid))
+            .where(tasks.c.jeditaskid.between(lo, hi), self._changed(since))
+        )
+        with self.engine.connect() as conn:
+            return self.read(conn, stmt)
+
+    def jobs(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame:
+        tasks = self.schema.jedi_tasks
+        frames = []
+        with self.engine.connect() as conn:
+            for name in self.job_tables:
+                jobs = self.schema.job_table(name)
+                stmt = (
+                    select(
+                        *(jobs.c[c] for c in JOB_COLUMNS + EXTRA_JOB_COLUMNS),
+                        *(tasks.c[c] for c in TASK_PRESET_COLUMNS),
+                    )
+                    .select_from(jobs.join(tasks, tasks.c.jeditaskid == jobs.c.jeditaskid))
+                    .where(jobs.c.jeditaskid.between(lo, hi), self._changed(since))
+                )
+                frames.append(self.read(conn, stmt))
+        # Raw driver values, typed later: keep them as objects so that the tables concatenate as they are.
+        return pd.concat([f.astype(object) for f in frames], ignore_index=True)
+
+
+@dataclass
+class BigpandaDump:
+    """bigpanda JSON dumps: tasks (the `/tasks/?json` shape, each with a `datasets` list) and,
+    optionally, their jobs (a list of job objects with jobsarchived field names)."""
+
+    tasks_path: Path
+    jobs_path: Path | None = None
+
+    def describe(self) -> str:
+        return str(self.tasks_path) + (f" + {self.jobs_path}" if self.jobs_path else "")
+
+    def _load(self) -> tuple[pd.DataFrame, ...]:
+        if not hasattr(self, "_frames"):
+            self._frames = _read_bigpanda(self.tasks_path, self.jobs_path)
+        return self._frames
+
+    def check(self) -> None:
+        self._load()
+
+    def unkeyed_rows(self) -> pd.DataFrame:
+        return self._load()[3]
+
+    def _select(self, frame: pd.DataFrame, lo: int, hi: int, since: datetime | None) -> pd.Series:
+        chosen = frame["jeditaskid"].between(lo, hi)
+        if since is not None:
+            chosen &= pd.to_datetime(frame["modificationtime"], errors="coerce") >= pd.Timestamp(since)
+        return chosen
+
+    def changed_task_ranges(self, since: datetime | None, chunk: int) -> Iterator[tuple[int, int]]:
+        tasks = self._load()[0]
+        chosen = self._select(tasks, tasks["jeditaskid"].min(), tasks["jeditaskid"].max(), since)
+        yield from _ranges(iter(sorted(tasks.loc[chosen, "jeditaskid"].astype(int))), chunk)
+
+    def tasks(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame:
+        tasks, sums = self._load()[:2]
+        chosen = tasks[self._select(tasks, lo, hi, since)]
+        return chosen.merge(sums, on="jeditaskid", how="left")
+
+    def jobs(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame:
+        tasks, _, jobs, _ = self._load()
+        chosen = tasks.loc[self._select(tasks, lo, hi, since), ["jeditaskid", *TASK_PRESET_COLUMNS]]
+        return jobs.merge(chosen, on="jeditaskid", how="inner")
+
+
+def _read_bigpanda(tasks_path: Path, jobs_path: Path | None) -> tuple[pd.DataFrame, ...]:
+    def load_list(path: Path, what: str) -> list[dict]:
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ArchiveSchemaError(f"cannot read bigpanda {what} dump {path}: {exc}") from exc
+        if not isinstance(payload, list) or not all(isinstance(item, dict) for item in payload):
+            raise ArchiveSchemaError(f"bigpanda {what} dump {path} is not a JSON list of objects")
+        return payload
+
+    records = load_list(tasks_path, "tasks")
+    missing = sorted({"jeditaskid", "modificationtime"} - set().union(*(r.keys() for r in records)))
+    if records and missing:
+        raise ArchiveSchemaError(f"bigpanda tasks dump {tasks_path} lacks field(s): {', '.join(missing)}")
+    tasks = pd.DataFrame([{k: r.get(k) for k in TASK_COLUMNS} for r in records], columns=list(TASK_COLUMNS))
+    datasets = pd.DataFrame(
+        [
+            {"jeditaskid": r.get("jeditaskid"), **{k: d.get(k) for k in ("type", "nfiles", "nevents")}}
+            for r in records
+            for d in (r.get("datasets") or [])
+        ],
+        columns=["jeditaskid", "type", "nfiles", "nevents"],
+    )
+    inputs = datasets[datasets["type"].isin(INPUT_DATASET_TYPES)].copy()
+    for column in ("jeditaskid", "nfiles", "nevents"):
+        inputs[column] = pd.to_numeric(inputs[column], errors="coerce")
+    inputs["bad"] = ((inputs["nfiles"] < 0) | (inputs["nevents"] < 0)).astype(int)
+    sums = inputs.groupby("jeditaskid").agg(
+        total_nfiles=("nfiles", "sum"),
+        total_nevents=("nevents", "sum"),
+        n_input_datasets=("type", "size"),
+        n_bad_input_datasets=("bad", "sum"),
+    ).reset_index()
+    job_columns = list(JOB_COLUMNS + EXTRA_JOB_COLUMNS)
+    jobs = pd.DataFrame(
+        [{k: r.get(k) for k in job_columns} for r in load_list(jobs_path, "jobs")] if jobs_path else [],
+        columns=job_columns,
+    )
+    # A task without a readable id cannot be keyed: it is set aside, whole, for the rejected file.
+    task_ids = pd.to_numeric(tasks["jeditaskid"], errors="coerce")
+    unkeyed = tasks[task_ids.isna()].assign(reason="jeditaskid: missing or not a number")
+    tasks = tasks[task_ids.notna()].assign(jeditaskid=task_ids[task_ids.notna()].astype("int64"))
+    # A dump may repeat a task (pages that overlap): the last copy wins, as in the database.
+    tasks = tasks.drop_duplicates("jeditaskid", keep="last")
+    return tasks, sums, jobs, unkeyed

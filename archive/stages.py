@@ -1,0 +1,76 @@
+"""Stage entry points of the archive package: the CLI, the DVC stages and the Prefect flows call these."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from archive.extract import ExtractSummary, extract
+from archive.schema import panda_schema
+from archive.sources import BigpandaDump, Source, SqlSource
+from scoutless.params import Params
+from scoutless.paths import resolve, resolve_sqlite_url
+
+if TYPE_CHECKING:
+    from archive.simulator import SimulationSummary
+
+
+def open_source(params: Params, jobs_json: Path | None = None) -> Source:
+    """The archive named by archive.url: a SQLAlchemy URL, or the path of a bigpanda tasks .json dump."""
+    target = params.archive.url
+    if target.endswith(".json"):
+        return BigpandaDump(resolve(target), resolve(jobs_json) if jobs_json else None)
+    engine = sa.create_engine(resolve_sqlite_url(target), pool_pre_ping=True)
+    schema = panda_schema(params.archive.schema_name, params.archive.archive_schema)
+    return SqlSource(engine, schema, tuple(params.archive.job_tables))
+
+
+def run_extract(params: Params, jobs_json: Path | None = None, full: bool = False,
+                progress: bool = True) -> ExtractSummary:
+    """Extract the archive named by archive.url into extract.raw_dir."""
+    source = open_source(params, jobs_json)
+    return extract(params, source, resolve(params.extract.raw_dir), full, progress)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite URL (relative ones anchored at the project folder), else None."""
+    url = resolve_sqlite_url(url)
+    database = sa.engine.make_url(url).database
+    if url.startswith("sqlite") and database and database != ":memory:":
+        return Path(database)
+    return None
+
+
+def run_simulate(params: Params, tasks: int | None = None, seed: int | None = None,
+                 progress: bool = True) -> SimulationSummary:
+    """Simulate an archive into archive.url.
+
+    A SQLite archive is written under a temporary name and renamed into place when complete, so a killed
+    run never leaves a half-written archive; an existing file is replaced only then.
+    """
+    from archive.simulator import simulate_archive
+
+    url = params.archive.url
+    settings = params.simulate.model_copy(
+        update={k: v for k, v in {"tasks": tasks, "seed": seed}.items() if v is not None}
+    )
+    schema = panda_schema(params.archive.schema_name, params.archive.archive_schema)
+    target = sqlite_file(url)
+    if target is None:
+        engine = sa.create_engine(url)
+        try:
+            return simulate_archive(engine, schema, settings, params.extract.jedi, progress=progress)
+        finally:
+            engine.dispose()
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    engine = sa.create_engine(f"sqlite:///{partial}")
+    try:
+        summary = simulate_archive(engine, schema, settings, params.extract.jedi, progress=progress)
+    finally:
+        engine.dispose()
+    os.replace(partial, target)
+    return summary

@@ -1,0 +1,102 @@
+"""The `scoutless` command line. Every stage command calls the same stage function as DVC and Prefect."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scoutless.telemetry import disable_telemetry
+
+disable_telemetry()
+
+app = typer.Typer(
+    help="Predict the resources a PanDA task will need before its scout jobs run.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+ArchiveOption = Annotated[
+    str | None,
+    typer.Option(
+        "--archive",
+        help="SQLAlchemy URL of the PanDA archive, or a bigpanda tasks .json dump "
+        "(default: $SCOUTLESS_ARCHIVE_URL, then params.yaml archive.url).",
+    ),
+]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[RichHandler(show_path=False)]
+    )
+
+
+def _params(archive: str | None = None):
+    from scoutless.params import ParamsError, load_params
+
+    try:
+        return load_params(archive_url=archive)
+    except ParamsError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _print(summary) -> None:
+    typer.echo(json.dumps(asdict(summary), indent=2, default=str))
+
+
+@app.command()
+def simulate(
+    tasks: Annotated[int | None, typer.Option(help="Number of tasks (default: simulate.tasks).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: simulate.seed).")] = None,
+    archive: ArchiveOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Write a simulated PanDA archive (tasks, datasets, every job), deterministic for a seed."""
+    from archive.stages import run_simulate
+
+    _setup_logging()
+    params = _params(archive)
+    _print(run_simulate(params, tasks=tasks, seed=seed, progress=progress))
+
+
+@app.command()
+def extract(
+    archive: ArchiveOption = None,
+    jobs_json: Annotated[
+        Path | None, typer.Option(help="With a bigpanda tasks dump: a dump of their jobs, for labels.")
+    ] = None,
+    full: Annotated[bool, typer.Option(help="Ignore the watermark and read the whole archive.")] = False,
+    progress: ProgressOption = True,
+) -> None:
+    """Read the archive into data/raw/ (incremental by modificationtime, chunked, atomic)."""
+    from archive.sources import ArchiveSchemaError
+    from archive.stages import run_extract
+
+    _setup_logging()
+    params = _params(archive)
+    try:
+        _print(run_extract(params, jobs_json=jobs_json, full=full, progress=progress))
+    except ArchiveSchemaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def run(archive: ArchiveOption = None, progress: ProgressOption = True) -> None:
+    """Run the whole pipeline against an archive (default: the embedded one, simulated when missing)."""
+    from scoutless.pipeline import run_pipeline
+
+    _setup_logging()
+    run_pipeline(_params(archive), progress=progress)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,119 @@
+"""Typed parameters, loaded from params.yaml.
+
+Every section forbids unknown keys, so a misspelt knob (in the file or in `dvc exp run -S`) is an error
+that names it instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ARCHIVE_URL_ENV = "SCOUTLESS_ARCHIVE_URL"
+PROJECT_DIR_ENV = "SCOUTLESS_PROJECT_DIR"
+# The archive that ships with the project: simulated on first use (`scoutless run`).
+EMBEDDED_ARCHIVE_URL = "sqlite:///data/archive/panda.sqlite"
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Percentile = Annotated[float, Field(gt=0.0, le=100.0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArchiveParams(Section):
+    url: str = EMBEDDED_ARCHIVE_URL
+    schema_name: str | None = Field(default=None, alias="schema")
+    archive_schema: str | None = None
+    job_tables: list[str] = ["jobsarchived4", "jobsarchived"]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("job_tables")
+    @classmethod
+    def known_job_tables(cls, tables: list[str]) -> list[str]:
+        unknown = sorted(set(tables) - {"jobsarchived4", "jobsarchived"})
+        if unknown or not tables:
+            raise ValueError(f"job_tables must name jobsarchived4 and/or jobsarchived, got {tables}")
+        return tables
+
+
+class SimulateParams(Section):
+    tasks: Annotated[int, Field(gt=0)] = 20000
+    seed: int = 20260101
+    start: date = date(2024, 1, 1)
+    days: Annotated[int, Field(gt=0)] = 730
+    junk_fraction: Fraction = 0.01
+
+
+class JediParams(Section):
+    """JEDI's constants in the scout formulas (panda-server, task_utils_module.getScoutJobData_JEDI)."""
+
+    ramcount_percentile: Percentile = 75
+    ramcount_margin: Annotated[float, Field(ge=0)] = 0.10
+    ramcount_min_mb: Annotated[float, Field(ge=0)] = 0
+    cputime_percentile: Percentile = 95
+    cputime_scale: Annotated[float, Field(gt=0)] = 1.5
+    cputime_min_events_per_core: Annotated[int, Field(ge=0)] = 10
+    long_job_seconds: Annotated[float, Field(ge=0)] = 21600
+    outdisk_percentile: Percentile = 75
+    outdisk_min_events: Annotated[int, Field(ge=0)] = 10
+    outdisk_cap_kb: Annotated[float, Field(gt=0)] = 10240
+    corepower_hs06: Annotated[float, Field(gt=0)] = 10.0
+    cpuefficiency_if_null: Annotated[float, Field(gt=0, le=100)] = 100
+
+
+class ExtractParams(Section):
+    raw_dir: Path = Path("data/raw")
+    chunk_tasks: Annotated[int, Field(gt=0)] = 5000
+    retries: Annotated[int, Field(ge=0)] = 3
+    retry_wait_seconds: Annotated[float, Field(ge=0)] = 2.0
+    # Pilot error codes that mean the payload ran out of memory (the 1305 family).
+    oom_pilot_errors: list[int] = [1305]
+    jedi: JediParams = JediParams()
+
+
+class Params(Section):
+    archive: ArchiveParams
+    simulate: SimulateParams = SimulateParams()
+    extract: ExtractParams = ExtractParams()
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or names a knob that does not exist."""
+
+
+def project_dir() -> Path:
+    """The folder holding params.yaml: $SCOUTLESS_PROJECT_DIR, else the nearest parent of the cwd."""
+    if env := os.environ.get(PROJECT_DIR_ENV):
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file():
+            return folder
+    raise ParamsError(f"no params.yaml in {here} or its parents (set {PROJECT_DIR_ENV})")
+
+
+def load_params(path: Path | None = None, archive_url: str | None = None) -> Params:
+    """Read and validate params.yaml; the archive URL comes from the argument, then the env, then the file."""
+    path = path or project_dir() / "params.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParamsError(f"cannot read {path}: {exc}") from exc
+    url = archive_url or os.environ.get(ARCHIVE_URL_ENV)
+    if url:
+        raw.setdefault("archive", {})["url"] = url
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ParamsError(f"{path}: {problems}") from exc

@@ -1,0 +1,44 @@
+"""Where scoutless reads and writes, anchored at the project folder (the one holding params.yaml)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from scoutless.params import project_dir
+
+
+def resolve(path: Path | str, root: Path | None = None) -> Path:
+    """A path from params.yaml, made absolute against the project folder."""
+    path = Path(path)
+    return path if path.is_absolute() else (root or project_dir()) / path
+
+
+def resolve_sqlite_url(url: str, root: Path | None = None) -> str:
+    """Relative SQLite file URLs in params.yaml mean relative to the project folder, not the cwd."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        target = resolve(url[len(prefix):], root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(target)
+    return url
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+
+    A run killed mid-write leaves the previous `target` untouched (rename is atomic on one filesystem).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
