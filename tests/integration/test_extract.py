@@ -87,9 +87,10 @@ def test_second_run_reads_only_changed_tasks_and_merges(archive, project):
     params = params.model_copy(update={"extract": params.extract.model_copy(update={"raw_dir": project / "raw"})})
     run_extract(params, progress=False)
 
-    builder.execute(
-        f"UPDATE {builder.schema.jedi_tasks.fullname} SET status = 'done', modificationtime = '{T0 + timedelta(days=5)}' WHERE jeditaskid = 2"
-    )
+    tasks = builder.schema.jedi_tasks
+    with builder.engine.begin() as conn:
+        conn.execute(tasks.update().where(tasks.c.jeditaskid == 2).values(
+            status="done", modificationtime=T0 + timedelta(days=5)))
     builder.task(4, modified=T0 + timedelta(days=5), corecount=1)
     builder.job(4, corecount=1, maxpss=1024 * 800)
     summary = run_extract(params, progress=False)
