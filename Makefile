@@ -5,6 +5,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
+# The pipeline's commands (scoutless, dvc) come from the virtual environment.
+export PATH := $(abspath $(BIN)):$(PATH)
 # Telemetry of the tools we drive stays off.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
@@ -18,11 +20,11 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt --config-settings editable_mode=compat -e ".[dev]"
 	touch $@
 
 run: install
-	$(BIN)/scoutless run
+	dvc repro
 
 test: install
 	$(BIN)/python -m pytest

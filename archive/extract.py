@@ -203,6 +203,10 @@ class _PartWriter:
         self.writer.write_table(table)
         self.rows += len(frame)
 
+    @property
+    def opened(self) -> bool:
+        return self.writer is not None
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -276,7 +280,7 @@ def extract(
             writer.close()
         replaced = pa.array(np.concatenate(read_ids) if read_ids else [], type=pa.int64())
         totals = {
-            name: _merge_into(raw_dir / f"{name}.parquet", writers[name].path if writers[name].rows else None,
+            name: _merge_into(raw_dir / f"{name}.parquet", writers[name].path if writers[name].opened else None,
                               replaced, bool(incremental))
             for name in OUTPUTS
         }

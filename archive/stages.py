@@ -30,9 +30,9 @@ def open_source(params: Params, jobs_json: Path | None = None) -> Source:
 
 def run_extract(params: Params, jobs_json: Path | None = None, full: bool = False,
                 progress: bool = True) -> ExtractSummary:
-    """Extract the archive named by archive.url into extract.raw_dir."""
+    """Extract the archive named by archive.url into paths.raw."""
     source = open_source(params, jobs_json)
-    return extract(params, source, resolve(params.extract.raw_dir), full, progress)
+    return extract(params, source, resolve(params.paths.raw), full, progress)
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -90,6 +90,33 @@ def extract(
 
 
 @app.command()
+def validate() -> None:
+    """Validate data/raw/ with the expectation suites: clean rows to data/validated/, bad ones quarantined."""
+    from validation.validate import DataValidationError, run_validate
+
+    _setup_logging()
+    try:
+        _print(run_validate(_params()))
+    except DataValidationError as exc:
+        typer.echo(f"error: validation failed: {exc} (see reports/validation/index.html)", err=True)
+        raise typer.Exit(3) from exc
+
+
+@app.command()
+def features() -> None:
+    """Build submission-time and history features from data/validated/ into data/features/."""
+    from features.stage import run_features
+    from validation.validate import DataValidationError
+
+    _setup_logging()
+    try:
+        _print(run_features(_params()))
+    except DataValidationError as exc:
+        typer.echo(f"error: feature validation failed: {exc} (see reports/validation/features.html)", err=True)
+        raise typer.Exit(3) from exc
+
+
+@app.command()
 def run(archive: ArchiveOption = None, progress: ProgressOption = True) -> None:
     """Run the whole pipeline against an archive (default: the embedded one, simulated when missing)."""
     from scoutless.pipeline import run_pipeline

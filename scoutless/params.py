@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -70,19 +70,59 @@ class JediParams(Section):
 
 
 class ExtractParams(Section):
-    raw_dir: Path = Path("data/raw")
     chunk_tasks: Annotated[int, Field(gt=0)] = 5000
     retries: Annotated[int, Field(ge=0)] = 3
     retry_wait_seconds: Annotated[float, Field(ge=0)] = 2.0
-    # Pilot error codes that mean the payload ran out of memory (the 1305 family).
-    oom_pilot_errors: list[int] = [1305]
+    # Pilot error codes that mean the payload ran out of memory (1212, 1223, 1235 in the pilot).
+    oom_pilot_errors: list[int] = [1212, 1223, 1235]
     jedi: JediParams = JediParams()
 
 
+Range = tuple[float | None, float | None]
+Target = Literal["ramcount", "cputime", "cpuefficiency", "iointensity", "outdiskcount", "workdiskcount"]
+TARGETS: tuple[str, ...] = get_args(Target)
+
+
+class ValidationParams(Section):
+    max_bad_fraction: Fraction = 0.05
+    on_too_many_bad: Literal["fail", "warn"] = "fail"
+    max_corecount: Annotated[int, Field(gt=0)] = 256
+    max_job_wall_s: Annotated[float, Field(gt=0)] = 30 * 86400
+    label_ranges: dict[str, Range] = {}
+    job_ranges: dict[str, Range] = {}
+
+    @field_validator("label_ranges")
+    @classmethod
+    def known_targets(cls, ranges: dict[str, Range]) -> dict[str, Range]:
+        unknown = sorted(set(ranges) - set(TARGETS))
+        if unknown:
+            raise ValueError(f"unknown target(s) {unknown}; targets are {list(TARGETS)}")
+        return ranges
+
+
+class PathParams(Section):
+    """Where each stage writes, relative to the project folder."""
+
+    raw: Path = Path("data/raw")
+    validated: Path = Path("data/validated")
+    quarantine: Path = Path("data/quarantine")
+    features: Path = Path("data/features")
+    validation_reports: Path = Path("reports/validation")
+
+
+class SplitParams(Section):
+    holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    n_folds: Annotated[int, Field(ge=1)] = 3
+
+
 class Params(Section):
-    archive: ArchiveParams
+    archive: ArchiveParams = ArchiveParams()
     simulate: SimulateParams = SimulateParams()
     extract: ExtractParams = ExtractParams()
+    validation: ValidationParams = ValidationParams()
+    paths: PathParams = PathParams()
+    split: SplitParams = SplitParams()
+    targets: list[Target] = list(TARGETS)
 
 
 class ParamsError(ValueError):

@@ -10,18 +10,24 @@ log = logging.getLogger(__name__)
 
 
 def run_pipeline(params: Params, progress: bool = True) -> None:
-    """simulate (only the embedded default archive, and only when it is missing) -> extract."""
+    """simulate (only the embedded default archive, and only when it is missing) -> extract -> validate
+    -> features."""
     from archive.stages import run_extract, run_simulate, sqlite_file
+    from features.stage import run_features
     from scoutless.paths import resolve
+    from validation.validate import run_validate
 
     if params.archive.url == EMBEDDED_ARCHIVE_URL:
         embedded = sqlite_file(EMBEDDED_ARCHIVE_URL)
         if embedded is not None and not embedded.exists():
             log.info("no archive at %s: simulating the embedded default", embedded)
             run_simulate(params, progress=progress)
-    summary = run_extract(params, progress=progress)
-    log.info(
-        "extracted %s tasks (%s labelled, %s finished jobs) into %s in %.1f s",
-        summary.tasks_total, summary.labelled_total, summary.jobs_total,
-        resolve(params.extract.raw_dir), summary.seconds,
-    )
+    extracted = run_extract(params, progress=progress)
+    log.info("extracted %s tasks (%s labelled, %s finished jobs) into %s in %.1f s",
+             extracted.tasks_total, extracted.labelled_total, extracted.jobs_total,
+             resolve(params.paths.raw), extracted.seconds)
+    validated = run_validate(params)
+    log.info("validated: %s; report: %s", validated.tables, validated.report)
+    built = run_features(params)
+    log.info("features: %s tasks (%s train, %s holdout) into %s", built.tasks, built.train, built.holdout,
+             resolve(params.paths.features))

@@ -18,11 +18,15 @@ from tests.archive_builder import T0, ArchiveBuilder
 
 
 def params_for(project: Path, url: str, schema: str | None = None, archive_schema: str | None = None,
-               **extract) -> Params:
+               raw: Path | None = None, **extract) -> Params:
     params = load_params(project / "params.yaml")
     return params.model_copy(update={
         "archive": ArchiveParams(url=url, schema=schema, archive_schema=archive_schema),
         "extract": params.extract.model_copy(update=extract),
+        "paths": params.paths.model_copy(update={
+            **{name: project / path for name, path in params.paths.model_dump().items()},
+            "raw": raw or project / "raw",
+        }),
     })
 
 
@@ -47,7 +51,7 @@ def fill(builder: ArchiveBuilder) -> None:
     first = builder.job(1, maxpss=8 * 1024 * 1000)
     builder.job(1, maxpss=8 * 1024 * 2000, wall_s=8200)
     builder.job(1, table="jobsarchived4", pandaid=first, maxpss=8 * 1024 * 1000)  # being moved
-    builder.job(1, jobstatus="failed", piloterrorcode=1305, maxpss=8 * 1024 * 3000)
+    builder.job(1, jobstatus="failed", piloterrorcode=1212, maxpss=8 * 1024 * 3000)
     builder.task(2, status="running", modified=T0 + timedelta(days=2))
     builder.job(2, table="jobsarchived4")
     builder.task(3, modified=T0 + timedelta(days=3), corecount=1)
@@ -55,14 +59,13 @@ def fill(builder: ArchiveBuilder) -> None:
 
 
 def read(params: Params, name: str) -> pd.DataFrame:
-    return pd.read_parquet(params.extract.raw_dir / f"{name}.parquet")
+    return pd.read_parquet(params.paths.raw / f"{name}.parquet")
 
 
 def test_extracts_tasks_labels_and_jobs(archive, project):
     builder, params = archive
     fill(builder)
-    params = params.model_copy(update={"extract": params.extract.model_copy(
-        update={"raw_dir": project / "raw", "chunk_tasks": 2})})
+    params = params.model_copy(update={"extract": params.extract.model_copy(update={"chunk_tasks": 2})})
 
     summary = run_extract(params, progress=False)
 
@@ -84,7 +87,6 @@ def test_extracts_tasks_labels_and_jobs(archive, project):
 def test_second_run_reads_only_changed_tasks_and_merges(archive, project):
     builder, params = archive
     fill(builder)
-    params = params.model_copy(update={"extract": params.extract.model_copy(update={"raw_dir": project / "raw"})})
     run_extract(params, progress=False)
 
     tasks = builder.schema.jedi_tasks
@@ -113,7 +115,7 @@ def test_unreadable_rows_are_kept_aside_with_the_reason(project):
     builder.job(3, maxpss="lots", pandaid=900)  # SQLite keeps whatever it is given
     builder.task(5)
     builder.execute("UPDATE jedi_tasks SET creationdate = 'yesterday' WHERE jeditaskid = 5")
-    params = params_for(project, str(builder.engine.url), raw_dir=project / "raw")
+    params = params_for(project, str(builder.engine.url))
 
     summary = run_extract(params, progress=False)
 
@@ -145,7 +147,7 @@ def test_missing_column_is_named(project):
 def test_a_crash_mid_run_leaves_the_previous_outputs(project, monkeypatch):
     builder = ArchiveBuilder(f"sqlite:///{project / 'a.sqlite'}")
     fill(builder)
-    params = params_for(project, str(builder.engine.url), raw_dir=project / "raw", chunk_tasks=1)
+    params = params_for(project, str(builder.engine.url), chunk_tasks=1)
     run_extract(params, progress=False)
     before = {p.name: p.read_bytes() for p in (project / "raw").iterdir()}
 
@@ -169,7 +171,7 @@ def test_a_crash_mid_run_leaves_the_previous_outputs(project, monkeypatch):
 def test_connection_errors_are_retried(project, monkeypatch):
     builder = ArchiveBuilder(f"sqlite:///{project / 'a.sqlite'}")
     fill(builder)
-    params = params_for(project, str(builder.engine.url), raw_dir=project / "raw", retry_wait_seconds=0)
+    params = params_for(project, str(builder.engine.url), retry_wait_seconds=0)
     source = open_source(params)
     real_tasks, failures = source.tasks, []
 
@@ -187,7 +189,7 @@ def test_connection_errors_are_retried(project, monkeypatch):
 def test_bigpanda_json_dump_gives_the_same_labels(project):
     builder = ArchiveBuilder(f"sqlite:///{project / 'a.sqlite'}")
     fill(builder)
-    sql_params = params_for(project, str(builder.engine.url), raw_dir=project / "from_sql")
+    sql_params = params_for(project, str(builder.engine.url), raw=project / "from_sql")
     run_extract(sql_params, progress=False)
 
     with builder.engine.connect() as conn:
@@ -201,7 +203,7 @@ def test_bigpanda_json_dump_gives_the_same_labels(project):
     (project / "tasks.json").write_text(json.dumps(tasks, default=str))
     (project / "jobs.json").write_text(json.dumps(jobs, default=str))
 
-    json_params = params_for(project, str(project / "tasks.json"), raw_dir=project / "from_json")
+    json_params = params_for(project, str(project / "tasks.json"), raw=project / "from_json")
     summary = run_extract(json_params, jobs_json=project / "jobs.json", progress=False)
 
     assert summary.rejected_read == 1  # the task without an id, kept aside

@@ -1,0 +1,128 @@
+"""The features stage: validated tasks and labels -> one row of submission-time features per task.
+
+Only what is known when a task is submitted goes in. Left out on purpose, though on the task row:
+the resource columns and their units (ramcount, cputime, cputimeunit, ... are what the scouts wrote,
+i.e. the answer), status and the end/modification times, and what brokerage fills in after submission
+(site, cloud, nucleus, resource_type).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.history import history_feature_names, history_features, history_table
+from features.parse import framework, processing_type, release, taskname_tokens
+
+CATEGORICAL_FEATURES = (
+    "prodsourcelabel", "processing_type", "framework", "transpath", "release", "campaign", "workinggroup",
+    "gshare", "tasktype", "username", "corecount_class", "project", "dsid", "physics_short", "step",
+    "data_format", "e_tag", "s_tag", "r_tag", "p_tag",
+)
+NUMERIC_FEATURES = (
+    "corecount", "total_nfiles", "total_nevents", "n_input_datasets", "events_per_file",
+    "release_major", "release_minor", "release_patch", "n_tags", "baseramcount", "basewalltime",
+    "preset_cpuefficiency",
+)
+# The fields a task spec must (or may) carry to be featurised: PanDA's jedi_tasks names + input totals.
+TASK_SPEC_FIELDS = (
+    "jeditaskid", "taskname", "creationdate", "username", "prodsourcelabel", "workinggroup", "corecount",
+    "tasktype", "processingtype", "transuses", "transhome", "transpath", "campaign", "gshare",
+    "baseramcount", "basewalltime", "cpuefficiency", "total_nfiles", "total_nevents", "n_input_datasets",
+)
+
+
+def _number(frame: pd.DataFrame, column: str) -> pd.Series:
+    if column not in frame:
+        return pd.Series(np.nan, index=frame.index, dtype="float64")
+    return pd.to_numeric(frame[column], errors="coerce").astype("float64")
+
+
+def _text(frame: pd.DataFrame, column: str) -> pd.Series:
+    if column not in frame:
+        return pd.Series(pd.NA, index=frame.index, dtype="string")
+    return frame[column].astype("string")
+
+
+def submission_features(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Features of each task from its own fields only (no history). Missing fields give missing
+    features, never an error: the service calls this on whatever a client sends."""
+    cores = _number(tasks, "corecount")
+    files, events = _number(tasks, "total_nfiles"), _number(tasks, "total_nevents")
+    out = pd.DataFrame({
+        "prodsourcelabel": _text(tasks, "prodsourcelabel"),
+        "processing_type": processing_type(_text(tasks, "processingtype")),
+        "framework": framework(_text(tasks, "transhome")),
+        "transpath": _text(tasks, "transpath"),
+        "campaign": _text(tasks, "campaign"),
+        "workinggroup": _text(tasks, "workinggroup"),
+        "gshare": _text(tasks, "gshare"),
+        "tasktype": _text(tasks, "tasktype"),
+        "username": _text(tasks, "username"),
+        "corecount_class": pd.Series(np.where(cores > 1, "multi", np.where(cores == 1, "single", "any")),
+                                     index=tasks.index, dtype="string"),
+        "corecount": cores,
+        "total_nfiles": files,
+        "total_nevents": events,
+        "n_input_datasets": _number(tasks, "n_input_datasets"),
+        "events_per_file": (events / files).where(files > 0),
+        "baseramcount": _number(tasks, "baseramcount"),
+        "basewalltime": _number(tasks, "basewalltime"),
+        "preset_cpuefficiency": _number(tasks, "cpuefficiency"),
+    }, index=tasks.index)
+    out = out.join(release(_text(tasks, "transhome"), _text(tasks, "transuses")))
+    tokens = taskname_tokens(_text(tasks, "taskname"))
+    out = out.join(tokens[["project", "dsid", "physics_short", "step", "data_format", "n_tags",
+                           "e_tag", "s_tag", "r_tag", "p_tag"]])
+    return out[list(CATEGORICAL_FEATURES + NUMERIC_FEATURES)]
+
+
+def labels_known_at(tasks: pd.DataFrame) -> pd.Series:
+    """When a task's labels became known: its end, never before its creation."""
+    created = pd.to_datetime(tasks["creationdate"])
+    ended = pd.to_datetime(tasks["endtime"])
+    return ended.where(ended >= created, created).where(ended.notna())
+
+
+def assign_split(created: pd.Series, labelled: pd.Series, holdout_fraction: float, n_folds: int) -> pd.DataFrame:
+    """Time-ordered split of the labelled tasks: the newest `holdout_fraction` by creationdate is the
+    holdout; the earlier ones form `n_folds` consecutive time blocks (fold 0 oldest) for validation."""
+    order = created[labelled].sort_values(kind="stable").index
+    n_holdout = int(round(len(order) * holdout_fraction))
+    n_train = len(order) - n_holdout
+    split = pd.Series("unlabelled", index=created.index, dtype="string")
+    fold = pd.Series(-1, index=created.index, dtype="int64")
+    split[order[:n_train]] = "train"
+    split[order[n_train:]] = "holdout"
+    if n_train:
+        fold[order[:n_train]] = np.arange(n_train) * n_folds // n_train
+    return pd.DataFrame({"split": split, "fold": fold})
+
+
+def build_features(
+    tasks: pd.DataFrame, labels: pd.DataFrame, targets: list[str], holdout_fraction: float, n_folds: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(features of every task, the history table). Features carry jeditaskid, creationdate, the split,
+    the labels (NaN where the task has none yet) and the scout values, beside the model inputs."""
+    tasks = tasks.reset_index(drop=True)
+    own = submission_features(tasks)
+    labelled = tasks[["jeditaskid"]].merge(labels[["jeditaskid", *targets]], on="jeditaskid", how="left")
+    events = pd.concat([tasks[["jeditaskid"]], own, labelled[targets]], axis=1)
+    events["available_at"] = labels_known_at(tasks)
+    events = events[labelled[targets].notna().any(axis=1)]
+    table = history_table(events, targets)
+    base = pd.DataFrame({"jeditaskid": tasks["jeditaskid"], "creationdate": pd.to_datetime(tasks["creationdate"])})
+    has_label = labelled[targets].notna().any(axis=1)
+    split = assign_split(base["creationdate"], has_label, holdout_fraction, n_folds)
+    scouts = tasks[[c for c in tasks.columns if c.startswith("scout_")]]
+    features = pd.concat(
+        [base, split, own, history_features(tasks.assign(**own), table, targets),
+         labelled[targets].add_prefix("label_"), scouts],
+        axis=1,
+    )
+    return features, table
+
+
+def feature_columns(targets: list[str]) -> list[str]:
+    """The model inputs: submission features and history features."""
+    return [*CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *history_feature_names(targets)]

@@ -1,0 +1,62 @@
+"""The features stage: data/validated -> data/features (features, history table and its snapshot)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from features.build import build_features, feature_columns
+from features.history import snapshot
+from scoutless.params import Params
+from scoutless.paths import atomic_path, resolve
+from validation.report import write_html_report
+from validation.suites import features_suite
+from validation.validate import enforce, split_bad_rows, validate_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeaturesSummary:
+    tasks: int
+    train: int
+    holdout: int
+    unlabelled: int
+    quarantined: int
+    n_features: int
+    seconds: float
+
+
+def _write(frame: pd.DataFrame, path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def run_features(params: Params) -> FeaturesSummary:
+    started = time.perf_counter()
+    validated, out = resolve(params.paths.validated), resolve(params.paths.features)
+    tasks = pd.read_parquet(validated / "tasks.parquet")
+    labels = pd.read_parquet(validated / "labels.parquet")
+    targets = list(params.targets)
+    features, table = build_features(tasks, labels, targets, params.split.holdout_fraction, params.split.n_folds)
+
+    outcome = validate_table(features, features_suite(params.validation, feature_columns(targets)), "features")
+    good, bad = split_bad_rows(features, outcome)
+    quarantine = resolve(params.paths.quarantine)
+    _write(bad, quarantine / "features.parquet")
+    reports = resolve(params.paths.validation_reports)
+    write_html_report(reports / "features.html", "Validation of the features", [outcome], {"features": bad})
+    enforce(outcome, params.validation)
+
+    _write(good, out / "features.parquet")
+    _write(table, out / "history.parquet")
+    _write(snapshot(table), out / "history_snapshot.parquet")
+    counts = good["split"].value_counts()
+    return FeaturesSummary(
+        tasks=len(good), train=int(counts.get("train", 0)), holdout=int(counts.get("holdout", 0)),
+        unlabelled=int(counts.get("unlabelled", 0)), quarantined=len(bad), n_features=len(feature_columns(targets)),
+        seconds=round(time.perf_counter() - started, 2),
+    )

@@ -1,0 +1,207 @@
+"""Running suites with Great Expectations 1.x, quarantining the rows that fail, and the validate stage.
+
+Row-level expectations (values, pairs, uniqueness) send their failing rows to data/quarantine/ with the
+names of the expectations they failed; table-level ones (a missing column, a wrong dtype) cannot be
+pinned on rows and fail the stage. Too many bad rows (validation.max_bad_fraction) fail it as well,
+or only warn, as validation.on_too_many_bad says.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from scoutless.params import Params, ValidationParams
+from scoutless.paths import atomic_path, resolve
+from validation.report import write_html_report
+from validation.suites import Expect, jobs_suite, labels_suite, tasks_suite
+
+log = logging.getLogger(__name__)
+
+# Expectations whose failures cannot be traced to rows: they fail the table, not rows.
+TABLE_LEVEL = {"ExpectColumnToExist", "ExpectColumnValuesToBeInTypeList", "ExpectColumnValuesToBeOfType"}
+
+
+class DataValidationError(ValueError):
+    """The data failed validation: a table-level expectation, or too many bad rows."""
+
+
+@dataclass
+class ExpectationOutcome:
+    name: str
+    kind: str
+    kwargs: dict
+    success: bool
+    unexpected_count: int = 0
+    unexpected_percent: float = 0.0
+    sample_values: list = field(default_factory=list)
+    observed: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class TableOutcome:
+    table: str
+    rows: int
+    bad_rows: int
+    expectations: list[ExpectationOutcome]
+    # row label -> names of the expectations that row failed
+    failures: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.bad_rows / self.rows if self.rows else 0.0
+
+    @property
+    def table_failures(self) -> list[ExpectationOutcome]:
+        return [e for e in self.expectations if not e.success and (e.kind in TABLE_LEVEL or e.error)]
+
+    def summary(self) -> dict:
+        data = asdict(self)
+        data.pop("failures")
+        return {**data, "bad_fraction": self.bad_fraction}
+
+
+def _gx_batch(frame: pd.DataFrame, table: str):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    # GX narrates its ephemeral context at INFO (temporary docs folders and the like): keep its warnings.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = context.data_sources.add_pandas(name=f"scoutless_{table}").add_dataframe_asset(name=table)
+    return asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
+
+
+def _error_message(exception_info: dict) -> str | None:
+    """GX reports errors flat, or nested per metric; either way, the first message raised."""
+    if not exception_info:
+        return None
+    infos = [exception_info] if "raised_exception" in exception_info else list(exception_info.values())
+    for info in infos:
+        if isinstance(info, dict) and info.get("raised_exception"):
+            return str(info.get("exception_message"))
+    return None
+
+
+def validate_table(frame: pd.DataFrame, suite: list[Expect], table: str) -> TableOutcome:
+    """Validate `frame` (its index must be unique) against `suite`; collect each failing row's reasons."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    by_id: dict[str, Expect] = {}
+    expectations = []
+    for i, expect in enumerate(suite):
+        key = f"{i}:{expect.name}"
+        by_id[key] = expect
+        expectations.append(getattr(gxe, expect.kind)(**expect.kwargs, meta={"key": key}))
+    # GX cannot type-check pandas' nullable integers: it sees the same numbers as float64.
+    nullable_ints = [c for c, dtype in frame.dtypes.items() if isinstance(dtype, pd.Int64Dtype)]
+    result = _gx_batch(frame.astype({c: "float64" for c in nullable_ints}), table).validate(
+        gx.ExpectationSuite(name=table, expectations=expectations), result_format={"result_format": "COMPLETE"}
+    )
+    outcomes: dict[str, ExpectationOutcome] = {}
+    failures: dict = {}
+    for item in result.results:  # not in suite order: matched by the key in meta
+        key = item.expectation_config.meta["key"]
+        expect = by_id[key]
+        details = item.result or {}
+        outcome = ExpectationOutcome(
+            name=expect.name, kind=expect.kind, kwargs=expect.kwargs, success=bool(item.success),
+            unexpected_count=int(details.get("unexpected_count") or 0),
+            unexpected_percent=float(details.get("unexpected_percent_total") or details.get("unexpected_percent") or 0),
+            sample_values=[str(v) for v in (details.get("partial_unexpected_list") or [])[:5]],
+            observed=None if details.get("observed_value") is None else str(details["observed_value"]),
+            error=_error_message(item.exception_info),
+        )
+        outcomes[key] = outcome
+        if not outcome.success and expect.kind not in TABLE_LEVEL:
+            for label in details.get("unexpected_index_list") or []:
+                failures.setdefault(label, []).append(expect.name)
+    ordered = [outcomes[key] for key in by_id if key in outcomes]
+    return TableOutcome(table=table, rows=len(frame), bad_rows=len(failures), expectations=ordered,
+                        failures=failures)
+
+
+def split_bad_rows(frame: pd.DataFrame, outcome: TableOutcome) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(good rows, bad rows with a `failed_expectations` column)."""
+    bad_labels = list(outcome.failures)
+    bad = frame.loc[bad_labels].copy()
+    bad["failed_expectations"] = ["; ".join(outcome.failures[label]) for label in bad_labels]
+    return frame.drop(index=bad_labels), bad
+
+
+def enforce(outcome: TableOutcome, settings: ValidationParams) -> None:
+    """Raise (or warn) when the table cannot be used: a table-level failure, or too many bad rows."""
+    if outcome.table_failures:
+        names = ", ".join(
+            f"{e.name}" + (f": {e.error}" if e.error else "") + (f" (found {e.observed})" if e.observed else "")
+            for e in outcome.table_failures
+        )
+        raise DataValidationError(f"{outcome.table}: {names}")
+    if outcome.bad_fraction > settings.max_bad_fraction:
+        worst = sorted((e for e in outcome.expectations if not e.success), key=lambda e: -e.unexpected_count)[:3]
+        message = (
+            f"{outcome.table}: {outcome.bad_rows} of {outcome.rows} rows ({outcome.bad_fraction:.1%}) failed "
+            f"validation, above validation.max_bad_fraction={settings.max_bad_fraction:.1%}; most failed: "
+            + ", ".join(f"{e.name} ({e.unexpected_count} rows)" for e in worst)
+        )
+        if settings.on_too_many_bad == "fail":
+            raise DataValidationError(message)
+        log.warning(message)
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+@dataclass(frozen=True)
+class ValidateSummary:
+    tables: dict
+    report: str
+
+
+def run_validate(params: Params) -> ValidateSummary:
+    """The validate stage: data/raw -> data/validated + data/quarantine + reports/validation."""
+    raw, validated = resolve(params.paths.raw), resolve(params.paths.validated)
+    quarantine, reports = resolve(params.paths.quarantine), resolve(params.paths.validation_reports)
+    settings = params.validation
+    suites = {"tasks": tasks_suite(settings), "labels": labels_suite(settings), "jobs": jobs_suite(settings)}
+    frames: dict[str, pd.DataFrame] = {}
+    outcomes: dict[str, TableOutcome] = {}
+    for table, suite in suites.items():
+        path = raw / f"{table}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `scoutless extract` first")
+        frame = pd.read_parquet(path).reset_index(drop=True)
+        outcome = validate_table(frame, suite, table)
+        good, bad = split_bad_rows(frame, outcome)
+        frames[table], outcomes[table] = good, outcome
+        _write_parquet(bad, quarantine / f"{table}.parquet")
+        log.info("%s: %s rows, %s quarantined", table, outcome.rows, outcome.bad_rows)
+
+    # A task is usable for training only if its row and its label both passed; a job only if its task did.
+    frames["labels"] = frames["labels"][frames["labels"]["jeditaskid"].isin(frames["tasks"]["jeditaskid"])]
+    frames["jobs"] = frames["jobs"][frames["jobs"]["jeditaskid"].isin(frames["labels"]["jeditaskid"])]
+
+    reports.mkdir(parents=True, exist_ok=True)
+    summaries = {table: outcome.summary() for table, outcome in outcomes.items()}
+    with atomic_path(reports / "validation.json") as tmp:
+        tmp.write_text(json.dumps(summaries, indent=2, default=str) + "\n")
+    html = write_html_report(reports / "index.html", "Validation of the extracted archive", outcomes.values(),
+                             {table: pd.read_parquet(quarantine / f"{table}.parquet") for table in outcomes})
+    for outcome in outcomes.values():
+        enforce(outcome, settings)
+    for table, frame in frames.items():
+        _write_parquet(frame, validated / f"{table}.parquet")
+    return ValidateSummary(
+        tables={t: {"rows": o.rows, "quarantined": o.bad_rows, "bad_fraction": round(o.bad_fraction, 5)}
+                for t, o in outcomes.items()},
+        report=str(html),
+    )
