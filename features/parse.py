@@ -59,13 +59,16 @@ def release(transhome: pd.Series, transuses: pd.Series) -> pd.DataFrame:
 def taskname_tokens(taskname: pd.Series) -> pd.DataFrame:
     """Tokens of the ATLAS nomenclature `<project>.<DSID>.<physics short>.<step>.<format>.<tags>`.
 
-    User and group tasks ("user.<name>. ...") get project "user"/"group" and no physics tokens. The tags
+    User and group tasks ("user.<name>. ...") get project "user"/"group", the DSID if their name carries
+    one, and no other physics tokens. The tags
     ("e3601_s3126_r10201") give the last tag of each letter (e_tag, s_tag, ...) and their number.
     """
     name = taskname.astype("string").str.strip().str.rstrip("/")
     tokens = name.str.split(".", n=5, expand=True).reindex(columns=range(6)).astype("string")
     personal = tokens[0].isin(["user", "group"]).fillna(False).astype(bool)
     dsid = tokens[1].where(tokens[1].str.fullmatch(r"\d{6,8}").fillna(False).astype(bool))
+    # User tasks often name the DSID of their input after the user name ("user.alice.361107.x/").
+    personal_dsid = name.str.extract(r"^(?:user|group)\.[^.]+\.(?:.*\.)?(\d{6})(?:\.|$)", expand=False)
 
     def token(i: int) -> pd.Series:
         return tokens[i].where(~personal).astype("string")
@@ -73,7 +76,7 @@ def taskname_tokens(taskname: pd.Series) -> pd.DataFrame:
     tags = token(5).str.split(".", n=1).str[0].astype("string")
     out = pd.DataFrame({
         "project": tokens[0].astype("string"),
-        "dsid": dsid.where(~personal).astype("string"),
+        "dsid": dsid.where(~personal, personal_dsid).astype("string"),
         "physics_short": token(2),
         "step": token(3),
         "data_format": token(4),

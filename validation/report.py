@@ -33,7 +33,12 @@ def write_html_report(path: Path, title: str, outcomes: Iterable, quarantined: d
     """Write the report: per table its counts, every expectation's result, and sample quarantined rows."""
     sections = []
     for outcome in outcomes:
-        status = "pass" if all(e.success for e in outcome.expectations) else "fail"
+        if outcome.table_failures:
+            status, label = "fail", "TABLE FAILED"
+        elif outcome.bad_rows:
+            status, label = "fail", "ROWS QUARANTINED"
+        else:
+            status, label = "pass", "CLEAN"
         rows = pd.DataFrame([{
             "result": "passed" if e.success else "FAILED",
             "expectation": e.name,
@@ -47,7 +52,7 @@ def write_html_report(path: Path, title: str, outcomes: Iterable, quarantined: d
         if "failed_expectations" in sample:
             sample = sample[["failed_expectations", *[c for c in sample.columns if c != "failed_expectations"]]]
         sections.append(
-            f"<h2>{escape(outcome.table)} <span class='{status}'>{status.upper()}</span></h2>"
+            f"<h2>{escape(outcome.table)} <span class='{status}'>{label}</span></h2>"
             f"<p>{outcome.rows:,} rows; {outcome.bad_rows:,} quarantined ({outcome.bad_fraction:.2%}).</p>"
             + _table(rows)
             + (f"<h3>Quarantined rows (first {len(sample)} of {len(bad):,})</h3>" + _table(sample) if len(bad) else "")

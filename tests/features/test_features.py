@@ -118,3 +118,11 @@ def test_no_leakage_later_tasks_never_change_earlier_features(rows, cut, new_ram
         return inputs.set_index("jeditaskid").loc[[r["jeditaskid"] for r in before]]
 
     pd.testing.assert_frame_equal(model_inputs(built), model_inputs(before + changed_later))
+
+
+def test_user_task_names_give_the_dsid_they_carry():
+    tasks = pd.DataFrame({"taskname": ["user.alice.306718.Sh_Zprime.hist_v3/", "user.bob.mytest.v1/"]})
+    features = submission_features(tasks)
+    assert features["project"].tolist() == ["user", "user"]
+    assert features["dsid"].iloc[0] == "306718" and pd.isna(features["dsid"].iloc[1])
+    assert features["step"].isna().all()
