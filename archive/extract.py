@@ -40,7 +40,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from archive.jedi_formulas import job_measurements, normalised_scout_values, task_values
 from archive.sources import Source
 from scoutless.params import ExtractParams, Params
-from scoutless.paths import atomic_path
+from scoutless.paths import atomic_path, write_json
 from scoutless.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -300,6 +300,5 @@ def extract(
         rejected_read=writers["rejected"].rows,
         seconds=round(time.perf_counter() - started, 3),
     )
-    with atomic_path(raw_dir / STATE_FILE) as tmp:
-        tmp.write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    write_json(raw_dir / STATE_FILE, asdict(summary))
     return summary

@@ -117,6 +117,31 @@ def features() -> None:
 
 
 @app.command()
+def train(target: Annotated[str, typer.Option(help="The target to train (one of params.yaml targets).")]) -> None:
+    """Train and score every candidate for one target on the time-ordered holdout."""
+    from models.train import run_train
+
+    _setup_logging()
+    params = _params()
+    if target not in params.targets:
+        raise typer.BadParameter(f"unknown target {target!r}; params.yaml targets are {list(params.targets)}")
+    typer.echo(json.dumps(run_train(params, target), indent=2, default=str))
+
+
+@app.command()
+def select() -> None:
+    """Choose each target's winner, promote it through the quality gate; write leaderboard, cards, plots."""
+    from models.select import GateError, run_select
+
+    _setup_logging()
+    try:
+        typer.echo(json.dumps(run_select(_params()), indent=2))
+    except GateError as exc:
+        typer.echo(f"error: quality gate: {exc}", err=True)
+        raise typer.Exit(4) from exc
+
+
+@app.command()
 def run(archive: ArchiveOption = None, progress: ProgressOption = True) -> None:
     """Run the whole pipeline against an archive (default: the embedded one, simulated when missing)."""
     from scoutless.pipeline import run_pipeline

@@ -108,11 +108,77 @@ class PathParams(Section):
     quarantine: Path = Path("data/quarantine")
     features: Path = Path("data/features")
     validation_reports: Path = Path("reports/validation")
+    models: Path = Path("artifacts/models")
+    promoted: Path = Path("artifacts/promoted")
+    artifacts: Path = Path("artifacts")
 
 
 class SplitParams(Section):
     holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
     n_folds: Annotated[int, Field(ge=1)] = 3
+
+
+QuantileName = Literal["q50", "q90", "q95"]
+Candidate = Literal["default", "scout", "history", "mlp", "hgb", "xgboost"]
+
+
+class HistoryParams(Section):
+    min_tasks: Annotated[int, Field(ge=1)] = 10
+    # Kinds of task, finest first: a task takes the quantiles of the finest kind with min_tasks tasks.
+    groups: list[list[str]] = [
+        ["processing_type", "transpath", "release", "corecount_class"],
+        ["processing_type", "transpath", "corecount_class"],
+        ["processing_type", "corecount_class"],
+        ["processing_type"],
+    ]
+
+
+class HGBParams(Section):
+    max_iter: Annotated[int, Field(gt=0)] = 150
+    learning_rate: Annotated[float, Field(gt=0)] = 0.1
+    max_leaf_nodes: Annotated[int, Field(gt=1)] = 31
+    min_samples_leaf: Annotated[int, Field(gt=0)] = 20
+    l2_regularization: Annotated[float, Field(ge=0)] = 1.0
+
+
+class XGBoostParams(Section):
+    n_estimators: Annotated[int, Field(gt=0)] = 150
+    max_depth: Annotated[int, Field(gt=0)] = 6
+    learning_rate: Annotated[float, Field(gt=0)] = 0.1
+    subsample: Annotated[float, Field(gt=0, le=1)] = 0.8
+    colsample_bytree: Annotated[float, Field(gt=0, le=1)] = 1.0
+    min_child_weight: Annotated[float, Field(ge=0)] = 5
+    reg_lambda: Annotated[float, Field(ge=0)] = 1.0
+    nthread: Annotated[int, Field(ge=0)] = 2
+
+
+class MLPParams(Section):
+    hidden_layer_sizes: list[Annotated[int, Field(gt=0)]] = [64, 32]
+    alpha: Annotated[float, Field(ge=0)] = 1e-4
+    learning_rate_init: Annotated[float, Field(gt=0)] = 1e-3
+    max_iter: Annotated[int, Field(gt=0)] = 300
+    early_stopping: bool = True
+
+
+class TrainParams(Section):
+    candidates: list[Candidate] = ["default", "scout", "history", "mlp", "hgb", "xgboost"]
+    # The quantile sent to JEDI as the request, per target.
+    request_quantile: dict[Target, QuantileName] = {}
+    # What a task gets with no estimate at all; null where JEDI has no value to offer.
+    default_values: dict[Target, float | None] = {}
+    max_categories: Annotated[int, Field(ge=2, le=255)] = 255
+    refit_on_all: bool = True
+    history: HistoryParams = HistoryParams()
+    hgb: HGBParams = HGBParams()
+    xgboost: XGBoostParams = XGBoostParams()
+    mlp: MLPParams = MLPParams()
+
+
+class SelectParams(Section):
+    metric: str = "pinball_request"
+    # A new winner is promoted only if it beats the promoted model on the same holdout; otherwise the
+    # stage fails (or only warns and keeps the promoted model).
+    gate: Literal["fail", "warn"] = "warn"
 
 
 class Params(Section):
@@ -123,6 +189,8 @@ class Params(Section):
     paths: PathParams = PathParams()
     split: SplitParams = SplitParams()
     targets: list[Target] = list(TARGETS)
+    train: TrainParams = TrainParams()
+    select: SelectParams = SelectParams()
 
 
 class ParamsError(ValueError):

@@ -8,7 +8,6 @@ or only warn, as validation.on_too_many_bad says.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from scoutless.params import Params, ValidationParams
-from scoutless.paths import atomic_path, resolve
+from scoutless.paths import atomic_path, resolve, write_json
 from validation.report import write_html_report
 from validation.suites import Expect, jobs_suite, labels_suite, tasks_suite
 
@@ -192,8 +191,7 @@ def run_validate(params: Params) -> ValidateSummary:
 
     reports.mkdir(parents=True, exist_ok=True)
     summaries = {table: outcome.summary() for table, outcome in outcomes.items()}
-    with atomic_path(reports / "validation.json") as tmp:
-        tmp.write_text(json.dumps(summaries, indent=2, default=str) + "\n")
+    write_json(reports / "validation.json", summaries)
     html = write_html_report(reports / "index.html", "Validation of the extracted archive", outcomes.values(),
                              {table: pd.read_parquet(quarantine / f"{table}.parquet") for table in outcomes})
     for outcome in outcomes.values():

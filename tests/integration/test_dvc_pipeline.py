@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scoutless.params import TARGETS
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -50,9 +51,12 @@ def stages_run(output: str) -> list[str]:
 
 def test_repro_runs_everything_then_nothing(copy):
     first = run(["dvc", "repro"], copy)
-    assert stages_run(first) == ["simulate", "extract", "validate", "features"]
+    trains = [f"train@{target}" for target in TARGETS]
+    assert stages_run(first) == ["simulate", "extract", "validate", "features", *trains, "select"]
     assert (copy / "data/features/features.parquet").exists()
     assert (copy / "reports/validation/index.html").exists()
+    assert (copy / "artifacts/leaderboard.md").exists()
+    assert all((copy / "artifacts/promoted" / target / "promotion.json").exists() for target in TARGETS)
 
     second = run(["dvc", "repro"], copy)
     assert stages_run(second) == []
@@ -62,16 +66,16 @@ def test_repro_runs_everything_then_nothing(copy):
 def test_a_parameter_change_reruns_only_what_depends_on_it(copy):
     run(["dvc", "repro"], copy)
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    params["split"]["holdout_fraction"] = 0.25
+    params["train"]["xgboost"]["max_depth"] = 4
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(run(["dvc", "repro"], copy)) == ["features"]
+    assert stages_run(run(["dvc", "repro"], copy)) == [*(f"train@{target}" for target in TARGETS), "select"]
 
 
 def test_experiments_and_the_local_remote(copy):
     run(["dvc", "repro"], copy)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "params"], copy)
-    output = run(["dvc", "exp", "run", "-S", "split.n_folds=2"], copy)
-    assert "Running stage 'features'" in output and "Running stage 'extract'" not in output
+    output = run(["dvc", "exp", "run", "-S", "train.hgb.max_iter=50"], copy)
+    assert "Running stage 'train@ramcount'" in output and "Running stage 'features'" not in output
 
     run(["dvc", "push"], copy)
     shutil.rmtree(copy / ".dvc" / "cache")

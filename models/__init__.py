@@ -1,0 +1,1 @@
+"""Per-target training, evaluation, selection and model cards."""

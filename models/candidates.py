@@ -1,0 +1,331 @@
+"""The candidates compared for every target. Each predicts q50, q90 and q95 in the target's units.
+
+- default  JEDI's value when a task has no estimate (a constant from params.yaml)
+- scout    the task's own scout values: accurate but known only hours after submission (not servable)
+- history  quantiles of earlier tasks of the same kind, backing off to coarser kinds
+- mlp      a neural network on the paper's inputs (the paper's model family), quantiles by conformal
+           residuals
+- hgb      scikit-learn HistGradientBoosting with quantile loss, conformalised
+- xgboost  XGBoost with the quantile objective, conformalised
+
+Learned candidates model skewed targets in log space and are calibrated by conformalized quantile
+regression (CQR): each quantile is shifted by the matching quantile of its errors on the newest training
+fold, which the model did not see; the quantiles are then sorted so that they never cross.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from models.encoding import CategoryEncoder
+from models.metrics import QUANTILE_COLUMNS, QUANTILES
+from models.targets import TargetSpec
+
+PAPER_CATEGORICAL = ["prodsourcelabel", "processing_type", "framework", "corecount_class"]
+PAPER_NUMERIC = ["total_nfiles", "total_nevents", "n_input_datasets"]
+
+
+def as_quantile_frame(values: np.ndarray, index: pd.Index, spec: TargetSpec, model_space: bool) -> pd.DataFrame:
+    """(n, 3) quantiles -> a frame in target units with q50 <= q90 <= q95 on every row."""
+    values = np.sort(np.asarray(values, dtype="float64"), axis=1)  # NaN sorts last: only all-NaN rows have any
+    if model_space:
+        values = spec.from_model_space(values)
+    return pd.DataFrame(values, index=index, columns=list(QUANTILE_COLUMNS))
+
+
+def conformal_offsets(y: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per quantile level q, the finite-sample q-quantile of (y - prediction_q) on calibration rows:
+    adding it makes the q-quantile cover a share q of new rows from the same distribution."""
+    offsets = np.zeros(len(QUANTILES))
+    for i, q in enumerate(QUANTILES):
+        scores = np.sort(y - predicted[:, i])
+        scores = scores[~np.isnan(scores)]
+        if len(scores) == 0:
+            continue
+        rank = min(len(scores) - 1, int(np.ceil((len(scores) + 1) * q)) - 1)
+        offsets[i] = scores[rank]
+    return offsets
+
+
+class Candidate(ABC):
+    name: ClassVar[str]
+    servable: ClassVar[bool] = True
+
+    def __init__(self, spec: TargetSpec, config: dict):
+        self.spec, self.config = spec, config
+
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, y: np.ndarray, calibration: np.ndarray) -> Candidate:
+        """Fit on `train` (its features) and `y` (target units); `calibration` marks the rows kept aside to
+        calibrate (the newest training fold)."""
+
+    @abstractmethod
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+
+    def state(self) -> dict:
+        return {}
+
+    def save_files(self, folder: Path) -> None:
+        """Model files beside candidate.json (none for the simple candidates)."""
+        return None
+
+    def load_files(self, folder: Path) -> None:
+        return None
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.save_files(folder)
+        manifest = {"candidate": self.name, "target": self.spec.name, "config": self.config, "state": self.state()}
+        (folder / "candidate.json").write_text(json.dumps(manifest, indent=2, default=float) + "\n")
+
+    @staticmethod
+    def load(folder: Path, spec: TargetSpec) -> Candidate:
+        manifest = json.loads((folder / "candidate.json").read_text())
+        candidate = CANDIDATES[manifest["candidate"]](spec, manifest["config"])
+        candidate.set_state(manifest["state"])
+        candidate.load_files(folder)
+        return candidate
+
+    def set_state(self, state: dict) -> None:
+        return None
+
+
+class DefaultCandidate(Candidate):
+    name = "default"
+
+    def fit(self, train, y, calibration):
+        return self
+
+    def predict(self, frame):
+        value = self.config.get("value")
+        values = np.full((len(frame), 3), np.nan if value is None else float(value))
+        return as_quantile_frame(values, frame.index, self.spec, model_space=False)
+
+
+class ScoutCandidate(Candidate):
+    name = "scout"
+    servable = False  # the scouts' values exist only once the scouts have run
+
+    def fit(self, train, y, calibration):
+        return self
+
+    def predict(self, frame):
+        column = f"scout_{self.spec.name}"
+        value = frame[column] if column in frame else pd.Series(np.nan, index=frame.index)
+        values = np.repeat(pd.to_numeric(value, errors="coerce").to_numpy(dtype="float64")[:, None], 3, axis=1)
+        return as_quantile_frame(values, frame.index, self.spec, model_space=False)
+
+
+class HistoryCandidate(Candidate):
+    """Quantiles of the training labels of the finest kind with at least `min_tasks` tasks."""
+
+    name = "history"
+
+    def fit(self, train, y, calibration):
+        rows = []
+        for level, columns in enumerate(self.config["groups"]):
+            keyed = train[columns].astype("string").assign(y=y).dropna()
+            key = keyed[columns].agg("\x1f".join, axis=1) if len(keyed) else pd.Series(dtype="string")
+            stats = keyed.groupby(key)["y"].agg(["count", *[lambda s, q=q: s.quantile(q) for q in QUANTILES]])
+            stats.columns = ["n", *QUANTILE_COLUMNS]
+            stats = stats[stats["n"] >= self.config["min_tasks"]]
+            rows.append(stats.assign(level=level).rename_axis("key").reset_index())
+        self.table = pd.concat(rows, ignore_index=True)
+        self.overall = [float(np.nanquantile(y, q)) for q in QUANTILES]
+        return self
+
+    def predict(self, frame):
+        result = np.full((len(frame), 3), np.nan)
+        for level, columns in enumerate(self.config["groups"]):
+            parts = frame.reindex(columns=columns).astype("string")
+            key = parts.agg(lambda row: "\x1f".join(row) if row.notna().all() else None, axis=1)
+            level_table = self.table[self.table["level"] == level].set_index("key")[list(QUANTILE_COLUMNS)]
+            found = level_table.reindex(key.to_numpy()).to_numpy(dtype="float64")
+            missing = np.isnan(result[:, 0])
+            result[missing] = found[missing]
+        result[np.isnan(result[:, 0])] = self.overall
+        return as_quantile_frame(result, frame.index, self.spec, model_space=False)
+
+    def state(self):
+        return {"overall": self.overall, "table": self.table.to_dict(orient="list")}
+
+    def set_state(self, state):
+        self.overall = state["overall"]
+        self.table = pd.DataFrame(state["table"])
+
+
+class LearnedCandidate(Candidate):
+    """Shared by the learned candidates: encoding, log space, CQR calibration, refit on all rows."""
+
+    def features(self) -> tuple[list[str], list[str]]:
+        return self.config["categorical"], self.config["numeric"]
+
+    def fit(self, train, y, calibration):
+        categorical, numeric = self.features()
+        self.encoder = CategoryEncoder.fit(train, categorical, numeric, self.config.get("max_categories", 255))
+        y_model = self.spec.to_model_space(y)
+        known = ~np.isnan(y_model)
+        self.offsets = np.zeros(len(QUANTILES))
+        fit_rows = known & ~calibration
+        if calibration.any() and fit_rows.sum() > 0:
+            self._fit(train[fit_rows], y_model[fit_rows])
+            calib_rows = known & calibration
+            self.offsets = conformal_offsets(y_model[calib_rows], self._predict(train[calib_rows]))
+        if self.config.get("refit_on_all", True) or not calibration.any():
+            self._fit(train[known], y_model[known])
+        return self
+
+    def predict(self, frame):
+        return as_quantile_frame(self._predict(frame) + self.offsets, frame.index, self.spec, model_space=True)
+
+    @abstractmethod
+    def _fit(self, frame: pd.DataFrame, y_model: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, 3) quantiles in model space, before calibration."""
+
+    def state(self):
+        return {"encoder": self.encoder.to_dict(), "offsets": self.offsets.tolist()}
+
+    def set_state(self, state):
+        self.encoder = CategoryEncoder.from_dict(state["encoder"])
+        self.offsets = np.asarray(state["offsets"])
+
+
+class XGBoostCandidate(LearnedCandidate):
+    name = "xgboost"
+
+    def _matrix(self, frame: pd.DataFrame, label: np.ndarray | None = None):
+        import xgboost as xgb
+
+        types = ["c"] * len(self.encoder.categories) + ["q"] * len(self.encoder.numeric)
+        return xgb.DMatrix(self.encoder.codes(frame), label=label, feature_types=types,
+                           feature_names=self.encoder.columns, enable_categorical=True, nthread=-1)
+
+    def _fit(self, frame, y_model):
+        import xgboost as xgb
+
+        settings = {k: v for k, v in self.config["params"].items() if k != "n_estimators"}
+        params = {"objective": "reg:quantileerror", "quantile_alpha": [float(q) for q in QUANTILES],
+                  "tree_method": "hist", "max_cat_to_onehot": 1, **settings}
+        self.booster = xgb.train(params, self._matrix(frame, y_model), num_boost_round=self.config["params"]
+                                 .get("n_estimators", 300))
+
+    def _predict(self, frame):
+        return self.booster.predict(self._matrix(frame)).reshape(len(frame), len(QUANTILES))
+
+    def save_files(self, folder):
+        self.booster.save_model(folder / "model.json")
+
+    def load_files(self, folder):
+        import xgboost as xgb
+
+        self.booster = xgb.Booster()
+        self.booster.load_model(folder / "model.json")
+
+
+def _save_skops(estimator, path: Path) -> None:
+    import skops.io as sio
+
+    sio.dump(estimator, path)
+
+
+def _load_skops(path: Path):
+    import skops.io as sio
+
+    # Only the types scoutless writes are trusted; anything else in the file is refused.
+    untrusted = sio.get_untrusted_types(file=path)
+    allowed = [t for t in untrusted if t.startswith(("sklearn.", "numpy.", "builtins.")) or t == "functools.partial"]
+    if len(allowed) != len(untrusted):
+        raise ValueError(f"{path} holds types scoutless does not write: {sorted(set(untrusted) - set(allowed))}")
+    return sio.load(path, trusted=allowed)
+
+
+class HGBCandidate(LearnedCandidate):
+    name = "hgb"
+
+    def _fit(self, frame, y_model):
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        n_categorical = len(self.encoder.categories)
+        mask = [i < n_categorical for i in range(len(self.encoder.columns))]
+        self.models = [
+            HistGradientBoostingRegressor(loss="quantile", quantile=q, categorical_features=mask,
+                                          random_state=0, **self.config["params"])
+            .fit(self.encoder.codes(frame), y_model)
+            for q in QUANTILES
+        ]
+
+    def _predict(self, frame):
+        codes = self.encoder.codes(frame)
+        return np.column_stack([model.predict(codes) for model in self.models])
+
+    def save_files(self, folder):
+        for q, model in zip(QUANTILE_COLUMNS, self.models, strict=True):
+            _save_skops(model, folder / f"{q}.skops")
+
+    def load_files(self, folder):
+        self.models = [_load_skops(folder / f"{q}.skops") for q in QUANTILE_COLUMNS]
+
+
+class MLPCandidate(LearnedCandidate):
+    """The paper's family: a small neural network on the paper's inputs (one-hot categories, scaled log
+    counts). It predicts the median; its quantiles are the median plus calibration residual quantiles."""
+
+    name = "mlp"
+
+    def features(self):
+        return PAPER_CATEGORICAL, PAPER_NUMERIC
+
+    def _inputs(self, frame: pd.DataFrame) -> np.ndarray:
+        codes = self.encoder.codes(frame)
+        blocks = []
+        for i, values in enumerate(self.encoder.categories.values()):
+            one_hot = np.zeros((len(frame), len(values)))
+            known = ~np.isnan(codes[:, i])
+            one_hot[np.flatnonzero(known), codes[known, i].astype(int)] = 1.0
+            blocks.append(one_hot)
+        numeric = np.log1p(np.clip(codes[:, len(self.encoder.categories):], 0, None))
+        if not hasattr(self, "scale"):
+            self.scale = (np.nanmean(numeric, axis=0), np.nanstd(numeric, axis=0) + 1e-9)
+        scaled = (numeric - self.scale[0]) / self.scale[1]
+        blocks += [np.nan_to_num(scaled), np.isnan(numeric).astype(float)]
+        return np.hstack(blocks)
+
+    def _fit(self, frame, y_model):
+        from sklearn.neural_network import MLPRegressor
+
+        self.__dict__.pop("scale", None)
+        params = dict(self.config["params"])
+        params["hidden_layer_sizes"] = tuple(params.get("hidden_layer_sizes", (64, 32)))
+        self.model = MLPRegressor(random_state=0, **params).fit(self._inputs(frame), y_model)
+
+    def _predict(self, frame):
+        median = self.model.predict(self._inputs(frame))
+        return np.repeat(median[:, None], len(QUANTILES), axis=1)
+
+    def state(self):
+        return {**super().state(), "scale": [s.tolist() for s in self.scale]}
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.scale = tuple(np.asarray(s) for s in state["scale"])
+
+    def save_files(self, folder):
+        _save_skops(self.model, folder / "model.skops")
+
+    def load_files(self, folder):
+        self.model = _load_skops(folder / "model.skops")
+
+
+CANDIDATES: dict[str, type[Candidate]] = {
+    c.name: c for c in (DefaultCandidate, ScoutCandidate, HistoryCandidate, MLPCandidate, HGBCandidate,
+                        XGBoostCandidate)
+}

@@ -1,0 +1,39 @@
+"""What each target is: its PanDA unit, whether it is modelled in log space, and which per-job
+measurement tells whether a request for it would have been enough."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    unit: str
+    log_space: bool                 # skewed targets (decades apart) are modelled as log1p
+    upper_bound: float | None       # a hard ceiling of the quantity itself
+    job_column: str | None          # column of jobs.parquet that a request must cover (None: not a limit)
+
+    def to_model_space(self, values):
+        values = np.asarray(values, dtype="float64")
+        return np.log1p(np.clip(values, 0, None)) if self.log_space else values
+
+    def from_model_space(self, values):
+        values = np.asarray(values, dtype="float64")
+        values = np.expm1(values) if self.log_space else values
+        return np.clip(values, 0, self.upper_bound)
+
+
+TARGETS: dict[str, TargetSpec] = {
+    spec.name: spec
+    for spec in (
+        TargetSpec("ramcount", "MBPerCore", True, None, "ram_mb_per_core"),
+        TargetSpec("cputime", "HS06sPerEvent", True, None, "cputime_hs06s_per_event"),
+        TargetSpec("cpuefficiency", "percent", False, 100.0, None),
+        TargetSpec("iointensity", "kBPerS", True, None, "iointensity_kbps"),
+        TargetSpec("outdiskcount", "kBPerEvent", True, None, "outdisk_kb_per_event"),
+        TargetSpec("workdiskcount", "MB", True, None, "workdisk_mb"),
+    )
+}
