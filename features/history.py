@@ -76,11 +76,13 @@ def history_features(tasks: pd.DataFrame, table: pd.DataFrame, targets: list[str
     """For each task (with its submission features and creationdate), the statistics of its groups'
     labels known strictly before it was created. No earlier task of its kind: count 0, NaN stats."""
     result = pd.DataFrame(index=tasks.index)
-    created = pd.to_datetime(tasks["creationdate"])
+    # One time unit on both sides: merge_asof refuses ns against us (parquet round trips change it).
+    created = pd.to_datetime(tasks["creationdate"]).astype("datetime64[ns]")
     for group, columns in HISTORY_GROUPS.items():
         queries = pd.DataFrame({"key": group_key(tasks, columns), "created": created, "row": np.arange(len(tasks))})
         queries = queries[queries["key"].notna() & queries["created"].notna()].sort_values("created", kind="stable")
         rows = table[table["group"] == group].sort_values("available_at", kind="stable")
+        rows = rows.assign(available_at=rows["available_at"].astype("datetime64[ns]"))
         found = pd.merge_asof(
             queries, rows.drop(columns="group"), left_on="created", right_on="available_at", by="key",
             allow_exact_matches=False, direction="backward",

@@ -24,6 +24,7 @@ import pandas as pd
 
 from features.build import feature_columns
 from models.candidates import Candidate
+from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
 from models.metrics import QUANTILE_COLUMNS, evaluate
 from models.report import leaderboard, model_card, write_plots
 from models.targets import TARGETS
@@ -31,8 +32,6 @@ from scoutless.params import Params
 from scoutless.paths import atomic_path, replace_dir, resolve, write_json
 
 log = logging.getLogger(__name__)
-PROMOTION_FILE = "promotion.json"
-SNAPSHOT_FILE = "history_snapshot.parquet"
 
 
 class GateError(RuntimeError):
@@ -75,7 +74,7 @@ def promote(target: str, winner: str, params: Params, metrics: dict, window: dic
     promoted_root = resolve(params.paths.promoted)
     promoted_root.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{target}.", dir=promoted_root))
-    shutil.copytree(resolve(params.paths.models) / target / winner, build / "model")
+    shutil.copytree(resolve(params.paths.models) / target / winner, build / MODEL_DIR)
     shutil.copy2(resolve(params.paths.features) / SNAPSHOT_FILE, build / SNAPSHOT_FILE)
     info = {
         "target": target, "candidate": winner, "version": f"{target}-{winner}-{model_version(build)}",
@@ -97,7 +96,7 @@ def gate(target: str, winner: str, metrics: dict[str, dict], holdout: pd.DataFra
         return True, "nothing promoted yet"
     spec = TARGETS[target]
     try:
-        promoted = Candidate.load(folder / "model", spec)
+        promoted = Candidate.load(folder / MODEL_DIR, spec)
         predicted = promoted.predict(holdout)
     except (OSError, KeyError, ValueError) as exc:  # a model from an older feature set cannot be scored
         return True, f"promoted model {current['version']} cannot be scored on today's features ({exc})"

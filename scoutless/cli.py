@@ -142,6 +142,43 @@ def select() -> None:
 
 
 @app.command()
+def package() -> None:
+    """Register the promoted models in the project's BentoML store and build the Bento (offline)."""
+    from serving.stage import run_package
+
+    _setup_logging()
+    typer.echo(json.dumps(run_package(_params()), indent=2))
+
+
+@app.command()
+def serve(port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: serving.port).")] = None) -> None:
+    """Serve the promoted models over HTTP (POST /predict, GET /metadata, /readyz) until interrupted."""
+    from serving.stage import run_serve
+
+    raise typer.Exit(run_serve(_params(), port))
+
+
+@app.command()
+def predict(
+    tasks: Annotated[Path, typer.Argument(help="Tasks as JSON (list or {\"tasks\": [...]}), CSV or Parquet.")],
+    out: Annotated[Path | None, typer.Option(help="Write the predictions here (JSON) instead of printing.")] = None,
+) -> None:
+    """Predict for a file of tasks with the promoted models, through the service's code, without a server."""
+    from serving.stage import run_predict
+
+    try:
+        result = run_predict(_params(), tasks)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    text = json.dumps(result, indent=2)
+    if out:
+        out.write_text(text + "\n")
+    else:
+        typer.echo(text)
+
+
+@app.command()
 def run(archive: ArchiveOption = None, progress: ProgressOption = True) -> None:
     """Run the whole pipeline against an archive (default: the embedded one, simulated when missing)."""
     from scoutless.pipeline import run_pipeline

@@ -111,6 +111,7 @@ class PathParams(Section):
     models: Path = Path("artifacts/models")
     promoted: Path = Path("artifacts/promoted")
     artifacts: Path = Path("artifacts")
+    bentoml_home: Path = Path(".bentoml")
 
 
 class SplitParams(Section):
@@ -181,6 +182,11 @@ class SelectParams(Section):
     gate: Literal["fail", "warn"] = "warn"
 
 
+class ServingParams(Section):
+    max_batch: Annotated[int, Field(gt=0)] = 1000   # tasks in one POST /predict; more is a 400
+    port: Annotated[int, Field(gt=0, lt=65536)] = 3000
+
+
 class Params(Section):
     archive: ArchiveParams = ArchiveParams()
     simulate: SimulateParams = SimulateParams()
@@ -191,6 +197,7 @@ class Params(Section):
     targets: list[Target] = list(TARGETS)
     train: TrainParams = TrainParams()
     select: SelectParams = SelectParams()
+    serving: ServingParams = ServingParams()
 
 
 class ParamsError(ValueError):

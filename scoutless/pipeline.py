@@ -11,10 +11,13 @@ log = logging.getLogger(__name__)
 
 def run_pipeline(params: Params, progress: bool = True) -> None:
     """simulate (only the embedded default archive, and only when it is missing) -> extract -> validate
-    -> features."""
+    -> features -> train (each target) -> select -> package."""
     from archive.stages import run_extract, run_simulate, sqlite_file
     from features.stage import run_features
+    from models.select import run_select
+    from models.train import run_train
     from scoutless.paths import resolve
+    from serving.stage import run_package
     from validation.validate import run_validate
 
     if params.archive.url == EMBEDDED_ARCHIVE_URL:
@@ -31,3 +34,9 @@ def run_pipeline(params: Params, progress: bool = True) -> None:
     built = run_features(params)
     log.info("features: %s tasks (%s train, %s holdout) into %s", built.tasks, built.train, built.holdout,
              resolve(params.paths.features))
+    for target in params.targets:
+        run_train(params, target)
+    selected = run_select(params)
+    log.info("selection: %s; leaderboard: %s", selected, resolve(params.paths.artifacts) / "leaderboard.md")
+    packaged = run_package(params)
+    log.info("Bento %s built (models %s)", packaged["bento"], packaged["models"])

@@ -1,0 +1,115 @@
+"""The promoted models of every target, answering for task specs with the features training used.
+
+Used by the BentoML service, by `scoutless predict FILE` and by the tests: one code path from a task's
+fields to the values JEDI should set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.build import submission_features
+from features.history import history_features
+from models.candidates import Candidate
+from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
+from models.targets import TARGETS
+from serving.schema import IOPrediction, PredictResponse, TargetPrediction, TaskPrediction, TaskSpec
+
+IO_HIGH_KBPS = 500.0  # JEDI's brokerage threshold for I/O-intensive tasks
+
+
+@dataclass
+class PromotedModel:
+    target: str
+    candidate: Candidate
+    snapshot: pd.DataFrame
+    history_targets: list[str]
+    info: dict
+
+    @classmethod
+    def load(cls, folder: Path, snapshots: dict[str, pd.DataFrame]) -> PromotedModel:
+        """Load one promoted target; targets promoted together share one snapshot (`snapshots`, by
+        content), so that a request computes their history features once."""
+        info = json.loads((folder / PROMOTION_FILE).read_text())
+        content = (folder / SNAPSHOT_FILE).read_bytes()
+        digest = hashlib.sha256(content).hexdigest()
+        if digest not in snapshots:
+            snapshots[digest] = pd.read_parquet(folder / SNAPSHOT_FILE)
+        snapshot = snapshots[digest]
+        history_targets = [c[len("sum_"):] for c in snapshot.columns if c.startswith("sum_")]
+        candidate = Candidate.load(folder / MODEL_DIR, TARGETS[info["target"]])
+        return cls(info["target"], candidate, snapshot, history_targets, info)
+
+
+class Predictor:
+    def __init__(self, models: list[PromotedModel]):
+        if not models:
+            raise ValueError("no promoted model to serve: run the pipeline (make run) first")
+        self.models = models
+        versions = "|".join(sorted(m.info["version"] for m in models))
+        self.model_version = "scoutless-" + hashlib.sha256(versions.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_folders(cls, folders: list[Path]) -> Predictor:
+        snapshots: dict[str, pd.DataFrame] = {}
+        return cls([PromotedModel.load(folder, snapshots) for folder in folders])
+
+    @classmethod
+    def from_promoted(cls, root: Path, targets: list[str]) -> Predictor:
+        return cls.from_folders([root / t for t in targets if (root / t / PROMOTION_FILE).exists()])
+
+
+    def predict_frame(self, tasks: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Quantiles per target for tasks given as a frame of jedi_tasks fields (plus input totals)."""
+        tasks = tasks.reset_index(drop=True)
+        now = pd.Timestamp(datetime.now(UTC).replace(tzinfo=None))
+        created = pd.to_datetime(tasks.get("creationdate"), errors="coerce", utc=True)
+        tasks = tasks.assign(creationdate=created.dt.tz_convert(None).fillna(now) if created is not None else now)
+        own = submission_features(tasks)
+        with_own = tasks.assign(**own)
+        features: dict[int, pd.DataFrame] = {}
+        out = {}
+        for model in self.models:
+            key = id(model.snapshot)
+            if key not in features:
+                history = history_features(with_own, model.snapshot, model.history_targets)
+                features[key] = pd.concat([own, history], axis=1)
+            out[model.target] = model.candidate.predict(features[key])
+        return out
+
+    def predict(self, tasks: list[TaskSpec]) -> PredictResponse:
+        frame = pd.DataFrame([task.row() for task in tasks])
+        quantiles = self.predict_frame(frame)
+        predictions = []
+        for i, task in enumerate(tasks):
+            answer: dict = {"jeditaskid": task.jeditaskid}
+            for model in self.models:
+                row = quantiles[model.target].iloc[i]
+                request_quantile = model.info["request_quantile"]
+                values = {q: float(np.round(row[q], 6)) for q in ("q50", "q90", "q95")}
+                fields = dict(unit=model.info["unit"], **values, request=values[request_quantile],
+                              request_quantile=request_quantile, model_version=model.info["version"])
+                if model.target == "iointensity":
+                    answer[model.target] = IOPrediction(
+                        **fields, io_class="high" if values["q50"] > IO_HIGH_KBPS else "low")
+                else:
+                    answer[model.target] = TargetPrediction(**fields)
+            predictions.append(TaskPrediction(**answer))
+        return PredictResponse(model_version=self.model_version, predictions=predictions)
+
+    def metadata(self) -> dict:
+        return {
+            "model_version": self.model_version,
+            "targets": {
+                m.target: {key: m.info[key] for key in ("candidate", "version", "unit", "request_quantile",
+                                                         "promoted_at", "data_window", "holdout_metrics")}
+                for m in self.models
+            },
+        }

@@ -1,0 +1,56 @@
+"""The promoted models in BentoML's model store, where the service (and `bentoml build`) finds them.
+
+Each promoted target becomes `scoutless_<target>:<version>` with labels (target, candidate, data
+window) and its holdout metrics as metadata. scoutless keeps the store inside the project
+(paths.bentoml_home) unless BENTOML_HOME is set, so that every clone serves its own promoted models.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from models.layout import PROMOTION_FILE
+from scoutless.params import Params
+from scoutless.paths import resolve, write_json
+
+SERVICE_CONFIG = "serving.json"
+
+
+def use_project_store(params: Params) -> None:
+    """Point BentoML at the project's store; call before importing bentoml."""
+    os.environ.setdefault("BENTOML_HOME", str(resolve(params.paths.bentoml_home)))
+
+
+def model_name(target: str) -> str:
+    return f"scoutless_{target}"
+
+
+def register_promoted(params: Params) -> dict[str, str]:
+    """Put every promoted target into the model store (once per version); returns target -> tag."""
+    use_project_store(params)
+    import json
+
+    import bentoml
+
+    tags = {}
+    for target in params.targets:
+        folder = resolve(params.paths.promoted) / target
+        if not (folder / PROMOTION_FILE).exists():
+            continue
+        info = json.loads((folder / PROMOTION_FILE).read_text())
+        tag = f"{model_name(target)}:{info['version'].rsplit('-', 1)[-1]}"
+        try:
+            bentoml.models.get(tag)
+        except bentoml.exceptions.NotFound:
+            window = info["data_window"]
+            labels = {"target": target, "candidate": info["candidate"],
+                      "train_start": str(window["train_start"])[:10], "holdout_end": str(window["holdout_end"])[:10]}
+            metrics = {k: v for k, v in info["holdout_metrics"].items() if isinstance(v, int | float)}
+            with bentoml.models.create(tag, labels=labels, metadata={"version": info["version"], **metrics}) as model:
+                shutil.copytree(folder, model.path, dirs_exist_ok=True)
+                # What the service needs beyond the model: the batch limit, from params.yaml.
+                write_json(Path(model.path) / SERVICE_CONFIG, params.serving.model_dump())
+        tags[target] = tag
+    return tags

@@ -1,0 +1,96 @@
+"""The request and response of POST /predict, in PanDA's own field names and units.
+
+A task is a `jedi_tasks` row as JEDI knows it at submission (lower-case names), plus its input totals —
+or a bigpanda-style `datasets` list from which they are summed. Fields beyond these are accepted and
+ignored, so a whole jedi_tasks row can be sent as it is.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+
+INPUT_DATASET_TYPES = ("input", "pseudo_input")
+
+
+class Dataset(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    nfiles: NonNegativeInt | None = None
+    nevents: NonNegativeInt | None = None
+    datasetname: str | None = None
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    jeditaskid: int | None = None
+    taskname: Annotated[str, Field(min_length=1)]
+    prodsourcelabel: Annotated[str, Field(min_length=1)]
+    processingtype: Annotated[str, Field(min_length=1)]
+    corecount: NonNegativeInt
+    transpath: str | None = None
+    transhome: str | None = None
+    transuses: str | None = None
+    campaign: str | None = None
+    workinggroup: str | None = None
+    gshare: str | None = None
+    username: str | None = None
+    tasktype: str | None = None
+    creationdate: datetime | None = None
+    baseramcount: NonNegativeInt | None = None
+    basewalltime: NonNegativeInt | None = None
+    cpuefficiency: Annotated[int, Field(ge=0, le=100)] | None = None
+    total_nfiles: NonNegativeInt | None = None
+    total_nevents: NonNegativeInt | None = None
+    n_input_datasets: NonNegativeInt | None = None
+    datasets: list[Dataset] | None = None
+
+    @model_validator(mode="after")
+    def input_totals(self) -> TaskSpec:
+        """Totals are given, or summed over the input datasets of `datasets`; one or the other."""
+        if self.total_nfiles is None or self.total_nevents is None:
+            if self.datasets is None:
+                raise ValueError("give total_nfiles and total_nevents, or a datasets list to sum them from")
+            inputs = [d for d in self.datasets if d.type in INPUT_DATASET_TYPES]
+            self.total_nfiles = sum(d.nfiles or 0 for d in inputs)
+            self.total_nevents = sum(d.nevents or 0 for d in inputs)
+            if self.n_input_datasets is None:
+                self.n_input_datasets = len(inputs)
+        return self
+
+    def row(self) -> dict:
+        return self.model_dump(exclude={"datasets"})
+
+
+class TargetPrediction(BaseModel):
+    unit: str
+    q50: float
+    q90: float
+    q95: float
+    request: float
+    request_quantile: Literal["q50", "q90", "q95"]
+    model_version: str
+
+
+class IOPrediction(TargetPrediction):
+    # JEDI's brokerage weighs tasks above 500 kB/s as I/O-intensive.
+    io_class: Literal["low", "high"] = Field(serialization_alias="class")
+
+
+class TaskPrediction(BaseModel):
+    jeditaskid: int | None
+    ramcount: TargetPrediction | None = None
+    cputime: TargetPrediction | None = None
+    cpuefficiency: TargetPrediction | None = None
+    iointensity: IOPrediction | None = None
+    outdiskcount: TargetPrediction | None = None
+    workdiskcount: TargetPrediction | None = None
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[TaskPrediction]

@@ -1,0 +1,55 @@
+"""The BentoML service: POST /predict, GET /metadata, and BentoML's own /livez and /readyz.
+
+The promoted model of every target is a class attribute (`BentoModel`), so `bentoml build` packages
+them into the Bento; `scoutless serve` registers the project's promoted models first and serves those.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bentoml
+from fastapi import FastAPI
+
+from scoutless.params import TARGETS
+from scoutless.telemetry import disable_telemetry
+from serving.registry import SERVICE_CONFIG, model_name
+from serving.schema import TaskSpec
+
+disable_telemetry()
+info_app = FastAPI(title="scoutless metadata")
+
+
+@bentoml.service(name="scoutless", traffic={"timeout": 60})
+@bentoml.asgi_app(info_app, path="/metadata")
+class Scoutless:
+    ramcount = bentoml.models.BentoModel(f"{model_name('ramcount')}:latest")
+    cputime = bentoml.models.BentoModel(f"{model_name('cputime')}:latest")
+    cpuefficiency = bentoml.models.BentoModel(f"{model_name('cpuefficiency')}:latest")
+    iointensity = bentoml.models.BentoModel(f"{model_name('iointensity')}:latest")
+    outdiskcount = bentoml.models.BentoModel(f"{model_name('outdiskcount')}:latest")
+    workdiskcount = bentoml.models.BentoModel(f"{model_name('workdiskcount')}:latest")
+
+    def __init__(self) -> None:
+        from serving.predictor import Predictor
+
+        folders = [Path(getattr(self, target).path) for target in TARGETS]
+        self.predictor = Predictor.from_folders(folders)
+        self.max_batch = json.loads((folders[0] / SERVICE_CONFIG).read_text())["max_batch"]
+
+    @info_app.get("/")
+    def metadata(self) -> dict:
+        """Per target: the winner, its version, training window and holdout metrics."""
+        return self.predictor.metadata()
+
+    @bentoml.api(route="/predict")
+    def predict(self, tasks: list[TaskSpec]) -> dict:
+        """Resources for each task, in the order given, in PanDA's units, with q50/q90/q95 and the
+        value JEDI should set (`request`)."""
+        if not tasks:
+            raise bentoml.exceptions.InvalidArgument("tasks: the list is empty; send at least one task")
+        if len(tasks) > self.max_batch:
+            raise bentoml.exceptions.InvalidArgument(
+                f"tasks: {len(tasks)} tasks exceed the batch limit of {self.max_batch} (serving.max_batch)")
+        return self.predictor.predict(tasks).model_dump(by_alias=True)

@@ -1,0 +1,154 @@
+"""The service at three levels: the class called directly, its ASGI app through a test client, and a
+real `scoutless serve` (bentoml serve) process answering HTTP on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scoutless.params import TARGETS
+from serving.schema import TaskSpec
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = json.loads((REPO / "examples" / "task.json").read_text())
+MINIMAL = {"taskname": "mc23_13p6TeV.601229.PhPy8EG_A14_ttbar.simul.HITS.e8514_s4162", "prodsourcelabel": "managed",
+           "processingtype": "simul", "corecount": 8, "total_nfiles": 10, "total_nevents": 10000}
+# (body, status, words the error must contain)
+BAD_INPUTS = [
+    ('{"tasks": [', 400, ["json"]),
+    ('{"tasks": [{"prodsourcelabel": "managed", "processingtype": "simul", "corecount": 8, "total_nfiles": 1, '
+     '"total_nevents": 5}]}', 400, ["taskname", "required"]),
+    (json.dumps({"tasks": [{**MINIMAL, "corecount": "eight"}]}), 400, ["corecount"]),
+    (json.dumps({"tasks": [{**MINIMAL, "total_nevents": -5}]}), 400, ["total_nevents"]),
+    (json.dumps({"tasks": [{k: v for k, v in MINIMAL.items() if k != "total_nfiles"}]}), 400, ["total_nfiles"]),
+    (json.dumps({"tasks": []}), 400, ["tasks", "empty"]),
+    (json.dumps({"tasks": [MINIMAL] * 1001}), 400, ["tasks", "batch limit"]),
+]
+
+
+def check_answer(body: dict, n: int) -> None:
+    assert body["model_version"].startswith("scoutless-")
+    assert len(body["predictions"]) == n
+    for prediction in body["predictions"]:
+        for target in TARGETS:
+            values = prediction[target]
+            assert values["q50"] <= values["q90"] <= values["q95"]
+            assert values["request"] == values[values["request_quantile"]]
+        assert prediction["iointensity"]["class"] in ("low", "high")
+        assert prediction["ramcount"]["unit"] == "MBPerCore" and prediction["cputime"]["unit"] == "HS06sPerEvent"
+
+
+@pytest.fixture(scope="module")
+def service_class(served_project):
+    from serving.service import Scoutless
+
+    return Scoutless
+
+
+def test_the_service_class_answers_directly(service_class):
+    service = service_class()
+    tasks = [TaskSpec(**EXAMPLE["tasks"][0]), TaskSpec(**MINIMAL)]
+    body = service.predict(tasks)
+    check_answer(body, 2)
+    assert body["predictions"][0]["jeditaskid"] == EXAMPLE["tasks"][0]["jeditaskid"]
+    assert set(service.metadata()["targets"]) == set(TARGETS)
+
+
+def test_unknown_categories_still_get_a_prediction(service_class):
+    novel = TaskSpec(**{**MINIMAL, "processingtype": "quantum-sim", "transhome": "NewFramework-99.1.2",
+                        "transpath": "Never_tf.py", "campaign": "MC99"})
+    check_answer(service_class().predict([novel]), 1)
+
+
+@pytest.fixture(scope="module")
+def client(service_class):
+    from starlette.testclient import TestClient
+
+    with TestClient(service_class.to_asgi()) as test_client:
+        yield test_client
+
+
+def test_the_asgi_app_answers_the_readme_example(client):
+    response = client.post("/predict", json=EXAMPLE)
+    assert response.status_code == 200, response.text
+    check_answer(response.json(), 1)
+    assert client.get("/metadata/").json()["targets"]["ramcount"]["unit"] == "MBPerCore"
+
+
+@pytest.mark.parametrize(("body", "status", "words"), BAD_INPUTS, ids=range(len(BAD_INPUTS)))
+def test_the_asgi_app_refuses_bad_input_naming_the_field(client, body, status, words):
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert all(word in response.text.lower() for word in words), response.text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_project):
+    """`scoutless serve` as an operator starts it: a real bentoml serve process on 127.0.0.1."""
+    port = free_port()
+    scoutless = Path(sys.executable).with_name("scoutless")
+    process = subprocess.Popen([str(scoutless), "serve", "--port", str(port)], cwd=served_project,
+                               env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"scoutless serve exited: {process.stdout.read().decode()[-3000:]}")
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("scoutless serve was not ready within 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_a_real_server_answers_the_readme_example(server):
+    response = httpx.post(f"{server}/predict", json=EXAMPLE, timeout=30)
+    assert response.status_code == 200, response.text
+    check_answer(response.json(), 1)
+    metadata = httpx.get(f"{server}/metadata", follow_redirects=True, timeout=10).json()
+    assert {t["candidate"] for t in metadata["targets"].values()} <= {"history", "mlp", "hgb", "xgboost", "default"}
+
+
+@pytest.mark.parametrize(("body", "status", "words"), BAD_INPUTS, ids=range(len(BAD_INPUTS)))
+def test_a_real_server_refuses_bad_input_and_keeps_serving(server, body, status, words):
+    response = httpx.post(f"{server}/predict", content=body, headers={"content-type": "application/json"},
+                          timeout=30)
+    assert response.status_code == status, response.text
+    assert all(word in response.text.lower() for word in words), response.text
+    assert httpx.post(f"{server}/predict", json={"tasks": [MINIMAL]}, timeout=30).status_code == 200
+
+
+def test_predict_command_gives_the_same_answer_without_a_server(served_project, client, tmp_path):
+    from typer.testing import CliRunner
+
+    from scoutless.cli import app
+
+    (tmp_path / "tasks.json").write_text(json.dumps(EXAMPLE))
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "tasks.json")])
+    assert result.exit_code == 0, result.output
+    offline = json.loads(result.output)["predictions"][0]
+    online = client.post("/predict", json=EXAMPLE).json()["predictions"][0]
+    assert offline["ramcount"]["q90"] == pytest.approx(online["ramcount"]["q90"])
