@@ -32,8 +32,13 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# Speed and memory, side by side; results in benchmarks/results/. Needs `make run` first (and, for the
+# PostgreSQL half of the extraction benchmark, SCOUTLESS_TEST_POSTGRES_URL).
 bench: install
 	$(BIN)/python -m benchmarks.extract
+	$(BIN)/python -m benchmarks.features
+	$(BIN)/python -m benchmarks.training
+	$(BIN)/python -m benchmarks.serving
 
 # Re-pin the whole dependency set after changing pyproject.toml's dependencies.
 lock:
@@ -44,4 +49,4 @@ lock:
 	mv constraints.txt.new constraints.txt && rm -rf $(VENV).lock
 
 clean:
-	rm -rf $(VENV) data/raw
+	rm -rf $(VENV) data artifacts reports .bentoml

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def run(cmd: list[str], cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOUTLESS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOUTLESS_") and k != "BENTOML_HOME"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
@@ -52,11 +52,12 @@ def stages_run(output: str) -> list[str]:
 def test_repro_runs_everything_then_nothing(copy):
     first = run(["dvc", "repro"], copy)
     trains = [f"train@{target}" for target in TARGETS]
-    assert stages_run(first) == ["simulate", "extract", "validate", "features", *trains, "select"]
+    assert stages_run(first) == ["simulate", "extract", "validate", "features", *trains, "select", "package"]
     assert (copy / "data/features/features.parquet").exists()
     assert (copy / "reports/validation/index.html").exists()
     assert (copy / "artifacts/leaderboard.md").exists()
     assert all((copy / "artifacts/promoted" / target / "promotion.json").exists() for target in TARGETS)
+    assert "scoutless:" in (copy / "artifacts/bento.json").read_text()
 
     second = run(["dvc", "repro"], copy)
     assert stages_run(second) == []
@@ -68,7 +69,9 @@ def test_a_parameter_change_reruns_only_what_depends_on_it(copy):
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["train"]["xgboost"]["max_depth"] = 4
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(run(["dvc", "repro"], copy)) == [*(f"train@{target}" for target in TARGETS), "select"]
+    rerun = stages_run(run(["dvc", "repro"], copy))
+    assert rerun[: len(TARGETS) + 1] == [*(f"train@{target}" for target in TARGETS), "select"]
+    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "package"}
 
 
 def test_experiments_and_the_local_remote(copy):
