@@ -8,6 +8,7 @@ Both sources answer the same three questions, so extraction has one code path:
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,12 +74,36 @@ def fetch_frame(conn: sa.Connection, stmt: sa.Select) -> pd.DataFrame:
     SQLAlchemy compiles the statement and binds its parameters; the rows are then read from the DBAPI
     cursor directly, skipping SQLAlchemy's per-value result processing (typing is done column-wise
     afterwards, which is several times cheaper and lets unreadable values be reported, not raised).
+    On PostgreSQL through psycopg the rows come as one COPY stream parsed by Arrow instead.
     """
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        return _copy_frame(conn, stmt)
     result = conn.execute(stmt)
     columns = list(result.keys())
     rows = result.cursor.fetchall()
     result.close()
     return pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+
+
+def _copy_frame(conn: sa.Connection, stmt: sa.Select) -> pd.DataFrame:
+    """PostgreSQL: `COPY (<statement>) TO STDOUT` as CSV, parsed by Arrow's multi-threaded reader.
+
+    The statement is SQLAlchemy's, compiled for the connection; psycopg binds its parameters
+    (client-side, quoted by the driver: no value is formatted into the SQL here).
+    """
+    import pyarrow.csv as pacsv
+
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    buffer = io.BytesIO()
+    with conn.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f"COPY ({compiled}) TO STDOUT (FORMAT CSV, HEADER)", compiled.params) as copy:
+            for block in copy:
+                buffer.write(block)
+    if buffer.tell() == 0:
+        return pd.DataFrame(columns=list(stmt.selected_columns.keys()))
+    buffer.seek(0)
+    table = pacsv.read_csv(buffer, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    return table.to_pandas()
 
 
 Reader = Callable[[sa.Connection, sa.Select], pd.DataFrame]

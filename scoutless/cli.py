@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -48,6 +50,16 @@ def _params(archive: str | None = None):
         raise typer.BadParameter(str(exc)) from exc
 
 
+@contextmanager
+def _exit_on(error: type[Exception], code: int, prefix: str = "", hint: str = "") -> Iterator[None]:
+    """Turn an expected failure of a stage into a one-line message and an exit code, not a traceback."""
+    try:
+        yield
+    except error as exc:
+        typer.echo(f"error: {prefix}{exc}{hint}", err=True)
+        raise typer.Exit(code) from exc
+
+
 def _print(summary) -> None:
     typer.echo(json.dumps(asdict(summary), indent=2, default=str))
 
@@ -82,11 +94,8 @@ def extract(
 
     _setup_logging()
     params = _params(archive)
-    try:
+    with _exit_on(ArchiveSchemaError, 2):
         _print(run_extract(params, jobs_json=jobs_json, full=full, progress=progress))
-    except ArchiveSchemaError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -95,11 +104,8 @@ def validate() -> None:
     from validation.validate import DataValidationError, run_validate
 
     _setup_logging()
-    try:
+    with _exit_on(DataValidationError, 3, "validation failed: ", " (see reports/validation/index.html)"):
         _print(run_validate(_params()))
-    except DataValidationError as exc:
-        typer.echo(f"error: validation failed: {exc} (see reports/validation/index.html)", err=True)
-        raise typer.Exit(3) from exc
 
 
 @app.command()
@@ -109,11 +115,8 @@ def features() -> None:
     from validation.validate import DataValidationError
 
     _setup_logging()
-    try:
+    with _exit_on(DataValidationError, 3, "feature validation failed: ", " (see reports/validation/features.html)"):
         _print(run_features(_params()))
-    except DataValidationError as exc:
-        typer.echo(f"error: feature validation failed: {exc} (see reports/validation/features.html)", err=True)
-        raise typer.Exit(3) from exc
 
 
 @app.command()
@@ -134,11 +137,8 @@ def select() -> None:
     from models.select import GateError, run_select
 
     _setup_logging()
-    try:
+    with _exit_on(GateError, 4, "quality gate: "):
         typer.echo(json.dumps(run_select(_params()), indent=2))
-    except GateError as exc:
-        typer.echo(f"error: quality gate: {exc}", err=True)
-        raise typer.Exit(4) from exc
 
 
 @app.command()
@@ -166,11 +166,8 @@ def predict(
     """Predict for a file of tasks with the promoted models, through the service's code, without a server."""
     from serving.stage import run_predict
 
-    try:
+    with _exit_on(ValueError, 2):
         result = run_predict(_params(), tasks)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
     text = json.dumps(result, indent=2)
     if out:
         out.write_text(text + "\n")

@@ -73,5 +73,6 @@ def read_tasks(path: Path) -> list[TaskSpec]:
 def run_predict(params: Params, path: Path) -> dict:
     from serving.predictor import Predictor
 
+    tasks = read_tasks(path)  # bad input is reported before any model is loaded
     predictor = Predictor.from_promoted(resolve(params.paths.promoted), list(params.targets))
-    return predictor.predict(read_tasks(path)).model_dump(by_alias=True)
+    return predictor.predict(tasks).model_dump(by_alias=True)

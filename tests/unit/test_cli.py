@@ -44,3 +44,21 @@ def test_a_misspelt_parameter_stops_every_command(project):
     result = runner.invoke(app, ["extract", "--no-progress"])
     assert result.exit_code != 0
     assert "extract.chunk_taks" in result.output
+
+
+def test_predict_names_the_bad_field_of_the_bad_task(project):
+    tasks = project / "tasks.json"
+    good = {"taskname": "t", "prodsourcelabel": "user", "processingtype": "jedi-run", "corecount": 1,
+            "total_nfiles": 1, "total_nevents": 1}
+    tasks.write_text(json.dumps([good, {**good, "corecount": -2}]))
+    result = runner.invoke(app, ["predict", str(tasks)])
+    assert result.exit_code == 2
+    assert "task 1.corecount" in result.output
+
+
+def test_predict_without_promoted_models_says_what_to_run(project):
+    tasks = project / "tasks.json"
+    tasks.write_text(json.dumps({"tasks": [{"taskname": "t", "prodsourcelabel": "user", "processingtype": "x",
+                                            "corecount": 1, "total_nfiles": 1, "total_nevents": 1}]}))
+    result = runner.invoke(app, ["predict", str(tasks)])
+    assert result.exit_code == 2 and "make run" in result.output
