@@ -1,6 +1,7 @@
 """History features: what earlier tasks of the same kind needed, as known when a task is created.
 
-For each group (same DSID; same transformation and release; same processing type) and each target, the
+For each group (same DSID; same transformation and release; same processing type; same user and kind
+of work) and each target, the
 count, mean and standard deviation of log1p(label) over the tasks of that group whose labels were known
 strictly before the task's creationdate. A task's labels are known from its endtime (never earlier than
 its creationdate, so a bad endtime cannot reach into the past). Only earlier tasks count, so a feature
@@ -22,6 +23,8 @@ HISTORY_GROUPS: dict[str, tuple[str, ...]] = {
     "dsid": ("dsid",),
     "transform_release": ("transpath", "release"),
     "processing": ("processing_type", "corecount_class"),
+    # The same submitter running the same kind of work: user tasks repeat their own code and settings.
+    "user": ("username", "processing_type", "corecount_class"),
 }
 _SEP = "\x1f"
 

@@ -148,7 +148,7 @@ class XGBoostParams(Section):
     learning_rate: Annotated[float, Field(gt=0)] = 0.1
     subsample: Annotated[float, Field(gt=0, le=1)] = 0.8
     colsample_bytree: Annotated[float, Field(gt=0, le=1)] = 1.0
-    min_child_weight: Annotated[float, Field(ge=0)] = 5
+    min_child_weight: Annotated[float, Field(ge=0)] = 50
     reg_lambda: Annotated[float, Field(ge=0)] = 1.0
     nthread: Annotated[int, Field(ge=0)] = 2
 
