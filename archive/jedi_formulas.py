@@ -40,15 +40,6 @@ JOB_COLUMNS = (
 # Task presets the formulas need, joined onto each job.
 TASK_PRESET_COLUMNS = ("baseramcount", "basewalltime", "cpuefficiency")
 
-MEASUREMENT_COLUMNS = (
-    "pandaid", "jeditaskid", "computingsite", "cores", "wall_s", "nevents",
-    "ram_mb_per_core", "cputime_hs06s_per_event", "cpuefficiency_pct",
-    "iointensity_kbps", "diskio_kbps", "outdisk_kb_per_event", "workdisk_mb",
-)
-
-TASK_VALUE_COLUMNS = (
-    "ramcount", "cputime", "cpuefficiency", "iointensity", "diskio", "outdiskcount", "workdiskcount",
-)
 
 _WORKDIR_RE = r"workDirSize=(\d+)"
 

@@ -24,12 +24,6 @@ NUMERIC_FEATURES = (
     "release_major", "release_minor", "release_patch", "n_tags", "baseramcount", "basewalltime",
     "preset_cpuefficiency",
 )
-# The fields a task spec must (or may) carry to be featurised: PanDA's jedi_tasks names + input totals.
-TASK_SPEC_FIELDS = (
-    "jeditaskid", "taskname", "creationdate", "username", "prodsourcelabel", "workinggroup", "corecount",
-    "tasktype", "processingtype", "transuses", "transhome", "transpath", "campaign", "gshare",
-    "baseramcount", "basewalltime", "cpuefficiency", "total_nfiles", "total_nevents", "n_input_datasets",
-)
 
 
 def _number(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -23,13 +23,6 @@ def quantile_name(alpha: float) -> str:
     return f"q{percent}"
 
 
-def quantile_level(name: str) -> float:
-    """The level a quantile column stands for: "q90" -> 0.9; the inverse of `quantile_name`."""
-    if not (name.startswith("q") and name[1:].isdigit() and quantile_name(int(name[1:]) / 100) == name):
-        raise ValueError(f"{name!r} is not a quantile column name like 'q90'")
-    return int(name[1:]) / 100
-
-
 QUANTILE_COLUMNS = tuple(quantile_name(alpha) for alpha in QUANTILES)
 
 
