@@ -16,35 +16,45 @@ from scoutless.telemetry import disable_telemetry
 disable_telemetry()
 
 POSTGRES_URL_ENV = "SCOUTLESS_TEST_POSTGRES_URL"
+MYSQL_URL_ENV = "SCOUTLESS_TEST_MYSQL_URL"
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def postgres_server_url() -> str:
-    """URL of a PostgreSQL server the tests may create databases on. CI must provide it: there a
-    missing server is a failure, never a skip."""
-    url = os.environ.get(POSTGRES_URL_ENV)
+def _server_url(env: str, example: str) -> str:
+    """URL of a database server the tests may create databases on. CI must provide it: there a missing
+    server is a failure, never a skip."""
+    url = os.environ.get(env)
     if not url:
         if os.environ.get("CI"):
-            pytest.fail(f"{POSTGRES_URL_ENV} is not set in CI")
-        pytest.skip(f"no PostgreSQL server: set {POSTGRES_URL_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1/test)")
+            pytest.fail(f"{env} is not set in CI")
+        pytest.skip(f"no database server: set {env} (e.g. {example})")
     return url
 
 
-@pytest.fixture
-def postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh, empty database on the real server, dropped after the test."""
+def _fresh_database(server_url: str, drop_suffix: str = "") -> Iterator[str]:
+    """A new, empty database on a real server, dropped after the test."""
     name = f"scoutless_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(postgres_server_url).set(database=name)
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
     try:
-        yield url.render_as_string(hide_password=False)
+        yield sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{drop_suffix}"))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    server = _server_url(POSTGRES_URL_ENV, "postgresql+psycopg://postgres@127.0.0.1/test")
+    yield from _fresh_database(server, " WITH (FORCE)")
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    server = _server_url(MYSQL_URL_ENV, "mysql+pymysql://root@127.0.0.1:3306/test")
+    yield from _fresh_database(server)
 
 
 @pytest.fixture

@@ -30,14 +30,17 @@ def params_for(project: Path, url: str, schema: str | None = None, archive_schem
     })
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def archive(request, project: Path):
-    """An empty archive: a SQLite file, or a fresh database on the real PostgreSQL server with PanDA's
-    schema names (doma_panda for the live tables, doma_pandaarch for the long-term job table)."""
+    """An empty archive: a SQLite file; a fresh database on the real PostgreSQL server with PanDA's
+    schema names (doma_panda for the live tables, doma_pandaarch for the long-term job table); or a fresh
+    database on the real MySQL (MariaDB) server."""
     if request.param == "sqlite":
         url, schemas = f"sqlite:///{project / 'panda.sqlite'}", (None, None)
-    else:
+    elif request.param == "postgres":
         url, schemas = request.getfixturevalue("postgres_url"), ("doma_panda", "doma_pandaarch")
+    else:
+        url, schemas = request.getfixturevalue("mysql_url"), (None, None)
     return ArchiveBuilder(url, *schemas), params_for(project, url, *schemas)
 
 
