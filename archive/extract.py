@@ -128,7 +128,7 @@ def _rejected_rows(rows: pd.DataFrame, table: str, reasons: pd.Series) -> pd.Dat
 
 
 def job_statistics(jobs: pd.DataFrame, oom_pilot_errors: list[int]) -> pd.DataFrame:
-    """Per task: how many jobs, how many finished, failed, and failed for lack of memory."""
+    """Per task: how many jobs, how many of them failed, and how many failed for lack of memory."""
     failed = jobs["jobstatus"] == "failed"
     return pd.DataFrame({
         "jeditaskid": jobs["jeditaskid"],
