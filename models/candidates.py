@@ -23,6 +23,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from features.history import group_key
 from models.encoding import CategoryEncoder
 from models.metrics import QUANTILE_COLUMNS, QUANTILES
 from models.targets import TargetSpec
@@ -130,10 +131,11 @@ class HistoryCandidate(Candidate):
     def fit(self, train, y, calibration):
         rows = []
         for level, columns in enumerate(self.config["groups"]):
-            keyed = train[columns].astype("string").assign(y=y).dropna()
-            key = keyed[columns].agg("\x1f".join, axis=1) if len(keyed) else pd.Series(dtype="string")
-            stats = keyed.groupby(key)["y"].agg(["count", *[lambda s, q=q: s.quantile(q) for q in QUANTILES]])
-            stats.columns = ["n", *QUANTILE_COLUMNS]
+            keyed = pd.DataFrame({"key": group_key(train, tuple(columns)), "y": y}).dropna()
+            by_key = keyed.groupby("key")["y"]
+            stats = by_key.quantile(list(QUANTILES)).unstack()
+            stats.columns = list(QUANTILE_COLUMNS)
+            stats.insert(0, "n", by_key.size())
             stats = stats[stats["n"] >= self.config["min_tasks"]]
             rows.append(stats.assign(level=level).rename_axis("key").reset_index())
         self.table = pd.concat(rows, ignore_index=True)
@@ -143,8 +145,7 @@ class HistoryCandidate(Candidate):
     def predict(self, frame):
         result = np.full((len(frame), 3), np.nan)
         for level, columns in enumerate(self.config["groups"]):
-            parts = frame.reindex(columns=columns).astype("string")
-            key = parts.agg(lambda row: "\x1f".join(row) if row.notna().all() else None, axis=1)
+            key = group_key(frame.reindex(columns=columns), tuple(columns))
             level_table = self.table[self.table["level"] == level].set_index("key")[list(QUANTILE_COLUMNS)]
             found = level_table.reindex(key.to_numpy()).to_numpy(dtype="float64")
             missing = np.isnan(result[:, 0])
