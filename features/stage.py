@@ -11,7 +11,7 @@ import pandas as pd
 from features.build import build_features, feature_columns
 from features.history import snapshot
 from scoutless.params import Params
-from scoutless.paths import atomic_path, resolve
+from scoutless.paths import resolve, write_parquet
 from validation.report import write_html_report
 from validation.suites import features_suite
 from validation.validate import enforce, split_bad_rows, validate_table
@@ -30,11 +30,6 @@ class FeaturesSummary:
     seconds: float
 
 
-def _write(frame: pd.DataFrame, path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
 def run_features(params: Params) -> FeaturesSummary:
     started = time.perf_counter()
     validated, out = resolve(params.paths.validated), resolve(params.paths.features)
@@ -46,14 +41,14 @@ def run_features(params: Params) -> FeaturesSummary:
     outcome = validate_table(features, features_suite(params.validation, feature_columns(targets)), "features")
     good, bad = split_bad_rows(features, outcome)
     quarantine = resolve(params.paths.quarantine)
-    _write(bad, quarantine / "features.parquet")
+    write_parquet(bad, quarantine / "features.parquet")
     reports = resolve(params.paths.validation_reports)
     write_html_report(reports / "features.html", "Validation of the features", [outcome], {"features": bad})
     enforce(outcome, params.validation)
 
-    _write(good, out / "features.parquet")
-    _write(table, out / "history.parquet")
-    _write(snapshot(table), out / "history_snapshot.parquet")
+    write_parquet(good, out / "features.parquet")
+    write_parquet(table, out / "history.parquet")
+    write_parquet(snapshot(table), out / "history_snapshot.parquet")
     counts = good["split"].value_counts()
     return FeaturesSummary(
         tasks=len(good), train=int(counts.get("train", 0)), holdout=int(counts.get("holdout", 0)),

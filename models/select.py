@@ -25,9 +25,10 @@ import pandas as pd
 from features.build import feature_columns
 from models.candidates import Candidate
 from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
-from models.metrics import QUANTILE_COLUMNS, evaluate
+from models.metrics import QUANTILE_COLUMNS
 from models.report import leaderboard, model_card, write_plots
 from models.targets import TARGETS
+from models.train import holdout_rows, score
 from scoutless.params import Params
 from scoutless.paths import atomic_path, replace_dir, resolve, write_json
 
@@ -63,12 +64,6 @@ def read_promotion(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def holdout_frame(features: pd.DataFrame, target: str) -> pd.DataFrame:
-    label = f"label_{target}"
-    rows = features[(features["split"] == "holdout") & features[label].notna()]
-    return rows.set_index("jeditaskid", drop=False)
-
-
 def promote(target: str, winner: str, params: Params, metrics: dict, window: dict) -> dict:
     """Copy the winner and its history snapshot into artifacts/promoted/<target>/, atomically."""
     promoted_root = resolve(params.paths.promoted)
@@ -100,9 +95,7 @@ def gate(target: str, winner: str, metrics: dict[str, dict], holdout: pd.DataFra
         predicted = promoted.predict(holdout)
     except (OSError, KeyError, ValueError) as exc:  # a model from an older feature set cannot be scored
         return True, f"promoted model {current['version']} cannot be scored on today's features ({exc})"
-    scored = evaluate(holdout[f"label_{target}"], predicted, log_space=spec.log_space,
-                      request_quantile=current["request_quantile"], jobs=jobs[["jeditaskid", spec.job_column]]
-                      if spec.job_column else None, job_value_column=spec.job_column)
+    scored = score(spec, holdout, predicted, current["request_quantile"], jobs)
     metric = params.select.metric
     new, old = _finite(metrics[winner][metric]), _finite(scored.get(metric))
     if new < old:
@@ -122,7 +115,7 @@ def run_select(params: Params) -> dict:
         metrics, window = scored["candidates"], scored["data_window"]
         winner = choose_winner(metrics, metric)
         all_metrics[target], winners[target] = metrics, winner
-        holdout = holdout_frame(features, target)
+        holdout = holdout_rows(features, target)
         accepted, why = gate(target, winner, metrics, holdout, jobs, params)
         if accepted:
             info = promote(target, winner, params, metrics[winner], window)

@@ -24,7 +24,7 @@ from models.candidates import CANDIDATES, Candidate
 from models.metrics import QUANTILE_COLUMNS, evaluate
 from models.targets import TARGETS, TargetSpec
 from scoutless.params import Params
-from scoutless.paths import atomic_path, replace_dir, resolve, write_json
+from scoutless.paths import replace_dir, resolve, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +67,31 @@ def data_window(train: pd.DataFrame, holdout: pd.DataFrame) -> dict:
             "holdout_end": holdout_end, "n_train": len(train), "n_holdout": len(holdout)}
 
 
+def holdout_rows(features: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The labelled holdout tasks of `target`, indexed by jeditaskid: where every candidate is scored."""
+    label = f"label_{target}"
+    rows = features[(features["split"] == "holdout") & features[label].notna()]
+    return rows.set_index("jeditaskid", drop=False)
+
+
+def score(spec: TargetSpec, holdout: pd.DataFrame, predicted: pd.DataFrame, request_quantile: str,
+          jobs: pd.DataFrame | None) -> dict:
+    """Holdout metrics of one candidate's quantiles, with the jobs its request would have failed."""
+    job_values = jobs[["jeditaskid", spec.job_column]] if jobs is not None and spec.job_column else None
+    return evaluate(holdout[f"label_{spec.name}"], predicted, log_space=spec.log_space,
+                    request_quantile=request_quantile, jobs=job_values, job_value_column=spec.job_column)
+
+
 def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str, params: Params) -> TargetResult:
     """Fit every candidate on the training rows of `target` and score it on the holdout rows."""
     spec: TargetSpec = TARGETS[target]
     label = f"label_{target}"
     labelled = features[features[label].notna()]
     train = labelled[labelled["split"] == "train"]
-    holdout = labelled[labelled["split"] == "holdout"].set_index("jeditaskid", drop=False)
+    holdout = holdout_rows(features, target)
     y_train = train[label].to_numpy(dtype="float64")
     calibration = (train["fold"] == train["fold"].max()).to_numpy() if len(train) else np.zeros(0, bool)
     request = params.train.request_quantile.get(target, "q90")
-    job_values = None
-    if jobs is not None and spec.job_column:
-        job_values = jobs[["jeditaskid", spec.job_column]]
 
     metrics, predictions, fitted, seconds = {}, {}, {}, {}
     for name in params.train.candidates:
@@ -89,8 +101,7 @@ def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
         seconds[name] = round(time.perf_counter() - started, 3)
         fitted[name], predictions[name] = candidate, predicted
         metrics[name] = {
-            **evaluate(holdout[label], predicted, log_space=spec.log_space, request_quantile=request,
-                       jobs=job_values, job_value_column=spec.job_column),
+            **score(spec, holdout, predicted, request, jobs),
             "servable": candidate.servable,
             "train_seconds": seconds[name],
         }
@@ -114,8 +125,7 @@ def save_result(result: TargetResult, params: Params) -> None:
         {name: frame[list(QUANTILE_COLUMNS)] for name, frame in result.predictions.items()}, axis=1
     )
     predictions.columns = [f"{name}_{q}" for name, q in predictions.columns]
-    with atomic_path(artifacts / "predictions" / f"{result.target}.parquet") as tmp:
-        predictions.reset_index().to_parquet(tmp, index=False)
+    write_parquet(predictions.reset_index(), artifacts / "predictions" / f"{result.target}.parquet")
     write_json(artifacts / "metrics" / f"{result.target}.json",
                {"target": result.target, "data_window": result.data_window, "candidates": result.metrics})
 

@@ -78,6 +78,12 @@ def _json_safe(value):
     return value
 
 
+def write_parquet(frame, path: Path) -> None:
+    """Write a DataFrame as Parquet (without its index), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
 def write_json(path: Path, payload) -> None:
     """Write `payload` as strict, indented JSON, atomically."""
     with atomic_path(path) as tmp:

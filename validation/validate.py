@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
 from scoutless.params import Params, ValidationParams
-from scoutless.paths import atomic_path, resolve, write_json
+from scoutless.paths import resolve, write_json, write_parquet
 from validation.report import write_html_report
 from validation.suites import Expect, jobs_suite, labels_suite, tasks_suite
 
@@ -155,11 +154,6 @@ def enforce(outcome: TableOutcome, settings: ValidationParams) -> None:
         log.warning(message)
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
 @dataclass(frozen=True)
 class ValidateSummary:
     tables: dict
@@ -182,7 +176,7 @@ def run_validate(params: Params) -> ValidateSummary:
         outcome = validate_table(frame, suite, table)
         good, bad = split_bad_rows(frame, outcome)
         frames[table], outcomes[table] = good, outcome
-        _write_parquet(bad, quarantine / f"{table}.parquet")
+        write_parquet(bad, quarantine / f"{table}.parquet")
         log.info("%s: %s rows, %s quarantined", table, outcome.rows, outcome.bad_rows)
 
     # A task is usable for training only if its row and its label both passed; a job only if its task did.
@@ -197,7 +191,7 @@ def run_validate(params: Params) -> ValidateSummary:
     for outcome in outcomes.values():
         enforce(outcome, settings)
     for table, frame in frames.items():
-        _write_parquet(frame, validated / f"{table}.parquet")
+        write_parquet(frame, validated / f"{table}.parquet")
     return ValidateSummary(
         tables={t: {"rows": o.rows, "quarantined": o.bad_rows, "bad_fraction": round(o.bad_fraction, 5)}
                 for t, o in outcomes.items()},
