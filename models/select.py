@@ -95,7 +95,8 @@ def gate(target: str, winner: str, metrics: dict[str, dict], holdout: pd.DataFra
         predicted = promoted.predict(holdout)
     except (OSError, KeyError, ValueError) as exc:  # a model from an older feature set cannot be scored
         return True, f"promoted model {current['version']} cannot be scored on today's features ({exc})"
-    scored = score(spec, holdout, predicted, current["request_quantile"], jobs)
+    # The same request quantile as the winner's score: otherwise the two numbers measure different things.
+    scored = score(spec, holdout, predicted, params.train.request_quantile.get(target, "q90"), jobs)
     metric = params.select.metric
     new, old = _finite(metrics[winner][metric]), _finite(scored.get(metric))
     if new < old:
