@@ -203,7 +203,7 @@ class LearnedCandidate(Candidate):
 class XGBoostCandidate(LearnedCandidate):
     name = "xgboost"
 
-    def _matrix(self, frame: pd.DataFrame, label: np.ndarray | None = None):
+    def _matrix(self, frame: pd.DataFrame, label: np.ndarray):
         import xgboost as xgb
 
         types = ["c"] * len(self.encoder.categories) + ["q"] * len(self.encoder.numeric)

@@ -61,18 +61,6 @@ class CategoryEncoder:
                 out[:, offset + j] = values.to_numpy(dtype="float64", na_value=np.nan)
         return out
 
-    def frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Pandas input for estimators with native categorical support (category dtype, fixed levels)."""
-        codes = self.codes(frame)
-        data = {}
-        for i, (column, values) in enumerate(self.categories.items()):
-            data[column] = pd.Categorical.from_codes(
-                np.nan_to_num(codes[:, i], nan=-1).astype(int), categories=range(len(values))
-            )
-        for j, column in enumerate(self.numeric):
-            data[column] = codes[:, len(self.categories) + j]
-        return pd.DataFrame(data, index=frame.index)
-
     def to_dict(self) -> dict:
         return {"categories": self.categories, "numeric": self.numeric}
 
