@@ -25,6 +25,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 run: install
 	dvc repro
+	scoutless where
 
 test: install
 	$(BIN)/python -m pytest

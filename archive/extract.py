@@ -141,13 +141,15 @@ def job_statistics(jobs: pd.DataFrame, oom_pilot_errors: list[int]) -> pd.DataFr
 T = TypeVar("T")
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Is this a failure of the connection to the archive (worth retrying), not of the SQL or the data?"""
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    )
+
+
 def _retrying(settings: ExtractParams, call: Callable[[], T]) -> T:
     """Run a read, retrying with exponential backoff when the connection fails (not on SQL errors)."""
-    def connection_lost(exc: BaseException) -> bool:
-        return isinstance(exc, DBAPIError) and (
-            exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-        )
-
     for attempt in Retrying(
         stop=stop_after_attempt(settings.retries + 1),
         wait=wait_exponential(multiplier=settings.retry_wait_seconds, max=60),

@@ -4,7 +4,7 @@ Stands in for a real archive where none is at hand. Every draw comes from `numpy
 streams spawned from `params.seed` (world, timeline, one stream per block of 2000 tasks): a seed gives the
 same archive on every run and backend. Tasks are generated, run and written block by block.
 
-The world (`World`: every random property, drawn once; a "shifted" window would be a second World)
+The world (`World`: every random property, drawn once from the seed)
 - ~3000 MC physics processes, half per era (Run 2: mc16/mc20, Run 3: mc21/mc23): DSID and a
   `<generator>_<tune>_<process><filter>` name, Zipf popularity; ~1200 data runs (data15-18, data22-24).
   HIDDEN per-process log-normal effects on CPU per event (sd 0.7 evgen, 0.6 simul, 0.3-0.5 for the
@@ -63,6 +63,11 @@ Tasks
 - Datasets: the input (pseudo_input for evgen; two minimum-bias secondaries with masterid for pile and
   overlay), output and log, and a lib for pathena; file and event counts follow the archived jobs.
 
+A later window (`simulate_window`): tasks created over `window.days` after the archive's newest task, from
+the same world, whose trends go on; the archive's "now" moves to the window's end. Shifted, a new release of
+every current series is published as the window opens, needing `new_release_memory` times the memory, and
+`new_release_share` of the tasks use it; the share of Run-3 tasks becomes `run3_share` (a campaign mix).
+
 Junk: a share `params.junk_fraction` of the rows of each table, kinds drawn uniformly, counted exactly in
 the summary: tasks without creationdate or processingtype, corecount 999, an unknown ramunit or
 cputimeunit, endtime before creationdate; datasets with negative nevents; finished jobs without endtime,
@@ -72,7 +77,7 @@ maxpss of 10^12 kB, negative cpuconsumptiontime. It is planted after JEDI has us
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time
 
 import numpy as np
@@ -81,7 +86,7 @@ import sqlalchemy as sa
 
 from archive import jedi_formulas
 from archive.schema import PandaSchema
-from scoutless.params import JediParams, SimulateParams
+from scoutless.params import JediParams, ShiftParams, SimulateParams
 
 DAY = 86_400.0
 HOUR = 3_600.0
@@ -339,10 +344,19 @@ class World:
     tags: pd.DataFrame
     sites: pd.DataFrame
     clients: pd.DataFrame
+    # The archive's "now": jobs ending later are not archived yet (None: the end of the window). A later
+    # window moves it past `days`, which stays the scale of the world's trends.
+    now_days: float | None = None
+    shift: ShiftParams | None = None
+    new_releases: tuple[int, ...] = ()     # rows of `releases` published by the shift
 
     @property
     def end_s(self) -> float:
         return self.days * DAY
+
+    @property
+    def now_s(self) -> float:
+        return (self.days if self.now_days is None else self.now_days) * DAY
 
 
 def _zipf(n: int, exponent: float, offset: float) -> np.ndarray:
@@ -482,16 +496,107 @@ def simulate_archive(engine: sa.Engine, schema: PandaSchema, params: SimulatePar
     Refuses to write into a table that already holds rows. Deterministic for `params.seed`.
     """
     _create_tables(engine, schema)
-    seeds = np.random.SeedSequence(params.seed)
-    world_seed, time_seed, block_seed = seeds.spawn(3)
-    start = datetime.combine(params.start, time())
-    world = build_world(np.random.default_rng(world_seed), start, params.days)
+    world_seed, time_seed, block_seed = np.random.SeedSequence(params.seed).spawn(3)
+    world = build_world(np.random.default_rng(world_seed), datetime.combine(params.start, time()), params.days)
     time_rng = np.random.default_rng(time_seed)
     created = _creation_times(time_rng, params.tasks, world.end_s)
     ids = FIRST_JEDITASKID + np.cumsum(time_rng.geometric(.4, params.tasks))
-    n_blocks = -(-params.tasks // BLOCK_TASKS)
-    block_seeds = block_seed.spawn(n_blocks)
     counters = {"datasetid": FIRST_DATASETID, "pandaid": FIRST_PANDAID}
+    return _simulate_tasks(engine, schema, world, ids, created, block_seed, jedi, params.junk_fraction,
+                           counters, progress)
+
+
+def simulate_window(engine: sa.Engine, schema: PandaSchema, params: SimulateParams, jedi: JediParams,
+                    shifted: bool = False, progress: bool = False) -> SimulationSummary:
+    """Append `params.window.tasks` tasks created over `params.window.days` after the archive's newest task.
+
+    The world is the one `simulate_archive` drew from the same seed; the archive's "now" moves to the end of
+    the window. Shifted (`params.window.shift`): a new release of every current series needs more memory
+    and most tasks use it, and the Run-2/Run-3 mix changes. Each window has its own random stream (by its
+    opening day), so windows appended one after another differ; shifted or not, the same draws are used.
+    """
+    world_seed = np.random.SeedSequence(params.seed).spawn(3)[0]
+    world = build_world(np.random.default_rng(world_seed), datetime.combine(params.start, time()), params.days)
+    ends = _archive_ends(engine, schema)
+    if ends["creationdate"] is None:
+        raise ValueError("the archive holds no task with a creationdate: simulate the archive before a window")
+    opens_s = (pd.Timestamp(ends["creationdate"]) - pd.Timestamp(world.start)).total_seconds()
+    window = params.window
+    window_seed = np.random.SeedSequence(params.seed, spawn_key=(3, int(opens_s // DAY)))
+    time_seed, block_seed, shift_seed = window_seed.spawn(3)
+    world = replace(world, now_days=opens_s / DAY + window.days)
+    if shifted:
+        world = _shift(world, window.shift, np.random.default_rng(shift_seed), opens_s)
+    time_rng = np.random.default_rng(time_seed)
+    created = opens_s + np.sort(time_rng.random(window.tasks)) * window.days * DAY
+    ids = ends["jeditaskid"] + np.cumsum(time_rng.geometric(.4, window.tasks))
+    counters = {"datasetid": ends["datasetid"] + 1, "pandaid": ends["pandaid"] + 1}
+    return _simulate_tasks(engine, schema, world, ids, created, block_seed, jedi, params.junk_fraction,
+                           counters, progress)
+
+
+def _archive_ends(engine: sa.Engine, schema: PandaSchema) -> dict:
+    """The newest creation date and the largest ids already in the archive."""
+    queries = {
+        "creationdate": sa.select(sa.func.max(schema.jedi_tasks.c.creationdate)),
+        "jeditaskid": sa.select(sa.func.max(schema.jedi_tasks.c.jeditaskid)),
+        "datasetid": sa.select(sa.func.max(schema.jedi_datasets.c.datasetid)),
+        "pandaid": sa.select(sa.func.max(sa.union_all(
+            sa.select(schema.jobsarchived4.c.pandaid), sa.select(schema.jobsarchived.c.pandaid)
+        ).subquery().c.pandaid)),
+    }
+    with engine.connect() as conn:
+        ends = {name: conn.execute(query).scalar() for name, query in queries.items()}
+    return ends | {key: int(ends[key] or 0) for key in ("jeditaskid", "datasetid", "pandaid")}
+
+
+def _shift(world: World, shift: ShiftParams, rng: np.random.Generator, at_s: float) -> World:
+    """The world with a new release of every current series (memory x shift.new_release_memory), and tags."""
+    releases = world.releases
+    current = [key for key, spec in SERIES.items() if not spec[1]]
+    rows = []
+    for family, series in current:
+        last = releases[(releases["family"] == family) & (releases["series"] == series)].iloc[-1]
+        patch = int(last["version"].split(".")[len(series.split("."))]) + 1
+        version = f"{series}.{patch}" + (".0" if family == "AthDerivation" else "") + (
+            ".1" if family == "MCProd" else "")
+        rows.append((family, series, version, at_s, last["cpu"], last["mem"] * shift.new_release_memory,
+                     last["architecture"]))
+    added = pd.DataFrame(rows, columns=releases.columns, index=range(len(releases), len(releases) + len(rows)))
+    tag_rows = []
+    for index, row in added.iterrows():
+        for letter in FAMILY_LETTERS.get(row["family"], ""):
+            for _ in range(rng.integers(1, 4)):
+                tag_rows.append((index, letter, rng.lognormal(0, .05), rng.lognormal(0, .03)))
+    tags = pd.DataFrame(tag_rows, columns=["release", "letter", "cpu", "mem"])
+    tags["number"] = 0
+    for letter in tags["letter"].unique():
+        mine = (tags["letter"] == letter).to_numpy()
+        last_number = world.tags.loc[world.tags["letter"] == letter, "number"].max()
+        tags.loc[mine, "number"] = last_number + np.cumsum(rng.integers(1, 6, mine.sum()))
+    tags["tag"] = tags["letter"] + tags["number"].astype(str)
+    return replace(world, releases=pd.concat([releases, added]), tags=pd.concat([world.tags, tags], ignore_index=True),
+                   shift=shift, new_releases=tuple(added.index))
+
+
+def _use_new_releases(world: World, rng: np.random.Generator, release: np.ndarray) -> None:
+    """Move a share of the tasks (shift.new_release_share) to their series' new release."""
+    releases = world.releases
+    newest = {(releases.at[i, "family"], releases.at[i, "series"]): i for i in world.new_releases}
+    picked = rng.random(len(release)) < world.shift.new_release_share
+    known = release >= 0
+    family = releases["family"].to_numpy()[np.clip(release, 0, None)]
+    series = releases["series"].to_numpy()[np.clip(release, 0, None)]
+    for (fam, ser), index in newest.items():
+        release[picked & known & (family == fam) & (series == ser)] = index
+
+
+def _simulate_tasks(engine: sa.Engine, schema: PandaSchema, world: World, ids: np.ndarray, created: np.ndarray,
+                    block_seed: np.random.SeedSequence, jedi: JediParams, junk_fraction: float,
+                    counters: dict[str, int], progress: bool) -> SimulationSummary:
+    """Simulate and write the tasks (their datasets and jobs) block by block."""
+    n_blocks = -(-len(ids) // BLOCK_TASKS)
+    block_seeds = block_seed.spawn(n_blocks)
     totals: Counter[str] = Counter()
     junk: Counter[str] = Counter()
     with _progress_bar(progress, n_blocks) as advance:
@@ -499,7 +604,7 @@ def simulate_archive(engine: sa.Engine, schema: PandaSchema, params: SimulatePar
             part = slice(b * BLOCK_TASKS, (b + 1) * BLOCK_TASKS)
             rng = np.random.default_rng(block_seeds[b])
             tables = _simulate_block(world, rng, ids[part], created[part], jedi, counters)
-            junk.update(_plant_junk(rng, tables, params.junk_fraction))
+            junk.update(_plant_junk(rng, tables, junk_fraction))
             totals.update(_write_block(engine, schema, world, tables))
             advance()
     return SimulationSummary(
@@ -567,7 +672,8 @@ def _draw_tasks(world: World, rng: np.random.Generator, ids: np.ndarray, created
     user = rng.random(n) < USER_SHARE
     kind = np.where(user, rng.choice(USER_KINDS, n, p=_kind_array("share")[USER_KINDS]),
                     rng.choice(MANAGED_KINDS, n, p=_kind_array("share")[MANAGED_KINDS]))
-    era = np.where(rng.random(n) < .35 + .4 * x, 3, 2)
+    run3_share = world.shift.run3_share if world.shift and world.shift.run3_share is not None else .35 + .4 * x
+    era = np.where(rng.random(n) < run3_share, 3, 2)
     data = rng.random(n) < _kind_array("data_fraction")[kind]
     t = pd.DataFrame({"jeditaskid": ids, "h_created": created, "h_kind": kind, "h_era": era,
                       "h_data": data, "h_user": user})
@@ -635,6 +741,8 @@ def _draw_tasks(world: World, rng: np.random.Generator, ids: np.ndarray, created
             target = created[m] - rng.exponential(RELEASE_AGE_DAYS * DAY, m.sum()) - 3 * DAY
             pos = np.searchsorted(dates, target, side="right") - 1
             release[m] = np.asarray(rows)[np.clip(pos, 0, None)]
+    if world.new_releases:
+        _use_new_releases(world, rng, release)
     has_release = release >= 0
     rel = world.releases.iloc[np.clip(release, 0, None)]
     rel_cpu = np.where(has_release, rel["cpu"].to_numpy(), 1.0)
@@ -1150,7 +1258,7 @@ def _simulate_block(world: World, rng: np.random.Generator, ids: np.ndarray, cre
     t = _draw_tasks(world, rng, ids, created)
     chunks = _draw_chunks(rng, t)
     sites = _task_sites(world, rng, t)
-    n, now = len(t), world.end_s
+    n, now = len(t), world.now_s
     max_attempts = np.where(t["h_user"], 3, 5)
     base = t["baseramcount"].to_numpy(dtype=float)
 
@@ -1389,7 +1497,7 @@ def _job_columns(world: World, rng: np.random.Generator, t: pd.DataFrame, jobs: 
         "atlasrelease": t["transuses"].to_numpy()[ti], "corecount": jobs["corecount"],
         "actualcorecount": np.where(null_actual, np.nan, actual), "creationtime": jobs["created"],
         "starttime": jobs["start"], "endtime": jobs["end"],
-        "modificationtime": np.minimum(jobs["end"] + rng.uniform(60, 3 * HOUR, len(jobs)), world.end_s),
+        "modificationtime": np.minimum(jobs["end"] + rng.uniform(60, 3 * HOUR, len(jobs)), world.now_s),
         "cpuconsumptiontime": np.rint(jobs["cpuconsumptiontime"]), "cpuconversion": np.nan,
         "hs06": jobs["hs06"], "hs06sec": np.rint(jobs["hs06"] * np.nan_to_num(wall)),
         "maxrss": jobs["maxrss"], "maxpss": jobs["maxpss"], "maxvmem": jobs["maxvmem"],
@@ -1483,8 +1591,8 @@ def _write_block(engine: sa.Engine, schema: PandaSchema, world: World,
     """Insert one block in one transaction; jobs go to the live or long-term table by modificationtime."""
     jobs = tables["jobs"]
     modified = jobs["modificationtime"].to_numpy(dtype=float)
-    recent = modified >= world.end_s - RECENT_DAYS * DAY
-    moving = ~recent & (modified >= world.end_s - (RECENT_DAYS + MOVING_DAYS) * DAY)
+    recent = modified >= world.now_s - RECENT_DAYS * DAY
+    moving = ~recent & (modified >= world.now_s - (RECENT_DAYS + MOVING_DAYS) * DAY)
     parts = {
         schema.jedi_tasks: tables["jedi_tasks"], schema.jedi_datasets: tables["jedi_datasets"],
         schema.jobsarchived4: jobs[recent | moving], schema.jobsarchived: jobs[~recent],

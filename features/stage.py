@@ -38,7 +38,8 @@ def run_features(params: Params) -> FeaturesSummary:
     targets = list(params.targets)
     features, table = build_features(tasks, labels, targets, params.split.holdout_fraction, params.split.n_folds)
 
-    outcome = validate_table(features, features_suite(params.validation, feature_columns(targets)), "features")
+    suite = features_suite(params.validation, feature_columns(targets), targets)
+    outcome = validate_table(features, suite, "features")
     good, bad = split_bad_rows(features, outcome)
     quarantine = resolve(params.paths.quarantine)
     write_parquet(bad, quarantine / "features.parquet")

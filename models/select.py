@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from models.report import leaderboard, model_card, write_plots
 from models.targets import TARGETS
 from models.train import holdout_rows, score
 from scoutless.params import Params
-from scoutless.paths import atomic_path, replace_dir, resolve, write_json
+from scoutless.paths import atomic_path, build_dir, replace_dir, resolve, write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +66,7 @@ def read_promotion(folder: Path) -> dict | None:
 def promote(target: str, winner: str, params: Params, metrics: dict, window: dict) -> dict:
     """Copy the winner and its history snapshot into artifacts/promoted/<target>/, atomically."""
     promoted_root = resolve(params.paths.promoted)
-    promoted_root.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{target}.", dir=promoted_root))
+    build = build_dir(promoted_root / target)
     shutil.copytree(resolve(params.paths.models) / target / winner, build / MODEL_DIR)
     shutil.copy2(resolve(params.paths.features) / SNAPSHOT_FILE, build / SNAPSHOT_FILE)
     info = {

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +22,7 @@ from models.candidates import CANDIDATES, Candidate
 from models.metrics import QUANTILE_COLUMNS, evaluate
 from models.targets import TARGETS, TargetSpec
 from scoutless.params import Params
-from scoutless.paths import replace_dir, resolve, write_json, write_parquet
+from scoutless.paths import build_dir, replace_dir, resolve, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +112,7 @@ def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
 def save_result(result: TargetResult, params: Params) -> None:
     models_dir = resolve(params.paths.models)
     artifacts = resolve(params.paths.artifacts)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{result.target}.", dir=models_dir))
+    build = build_dir(models_dir / result.target)
     for name, candidate in result.candidates.items():
         candidate.save(build / name)
     (build / "window.json").write_text(json.dumps(result.data_window, indent=2) + "\n")

@@ -51,7 +51,8 @@ def _params(archive: str | None = None):
 
 
 @contextmanager
-def _exit_on(error: type[Exception], code: int, prefix: str = "", hint: str = "") -> Iterator[None]:
+def _exit_on(error: type[Exception] | tuple[type[Exception], ...], code: int, prefix: str = "",
+             hint: str = "") -> Iterator[None]:
     """Turn an expected failure of a stage into a one-line message and an exit code, not a traceback."""
     try:
         yield
@@ -68,15 +69,21 @@ def _print(summary) -> None:
 def simulate(
     tasks: Annotated[int | None, typer.Option(help="Number of tasks (default: simulate.tasks).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: simulate.seed).")] = None,
+    window: Annotated[bool, typer.Option(
+        help="Append a later window of tasks (simulate.window) to the simulated archive instead.")] = False,
+    shifted: Annotated[bool, typer.Option(
+        help="With --window: a shifted world (simulate.window.shift), for drift.")] = False,
     archive: ArchiveOption = None,
     progress: ProgressOption = True,
 ) -> None:
     """Write a simulated PanDA archive (tasks, datasets, every job), deterministic for a seed."""
+    from archive.simulator import ArchiveNotEmptyError
     from archive.stages import run_simulate
 
     _setup_logging()
     params = _params(archive)
-    _print(run_simulate(params, tasks=tasks, seed=seed, progress=progress))
+    with _exit_on((ArchiveNotEmptyError, FileNotFoundError, ValueError), 2):
+        _print(run_simulate(params, tasks=tasks, seed=seed, window=window, shifted=shifted, progress=progress))
 
 
 @app.command()
@@ -142,6 +149,18 @@ def select() -> None:
 
 
 @app.command()
+def monitor() -> None:
+    """Check drift of the newest tasks against the promoted models' training window (Evidently); write
+    reports/drift/ and reports/drift.json with the retrain verdict."""
+    from monitoring.monitor import NoPromotedModelError, run_monitor
+
+    _setup_logging()
+    with _exit_on(NoPromotedModelError, 2):
+        report = run_monitor(_params())
+    typer.echo(json.dumps({key: report[key] for key in ("verdict", "retrain", "reasons", "pages")}, indent=2))
+
+
+@app.command()
 def package() -> None:
     """Register the promoted models in the project's BentoML store and build the Bento (offline)."""
     from serving.stage import run_package
@@ -176,12 +195,45 @@ def predict(
 
 
 @app.command()
-def run(archive: ArchiveOption = None, progress: ProgressOption = True) -> None:
-    """Run the whole pipeline against an archive (default: the embedded one, simulated when missing)."""
-    from scoutless.pipeline import run_pipeline
+def run(
+    archive: ArchiveOption = None,
+    full: Annotated[bool, typer.Option(help="Extract the whole archive, ignoring the watermark.")] = False,
+) -> None:
+    """Run the pipeline flow once (Prefect): extract -> validate -> features -> train -> select -> monitor ->
+    package, against an archive (default: the embedded one, simulated when missing)."""
+    from flows.pipeline import pipeline_flow
 
-    _setup_logging()
-    run_pipeline(_params(archive), progress=progress)
+    _params(archive)   # a bad params.yaml is reported before Prefect starts
+    result = pipeline_flow(archive=archive, full_extract=full)
+    _print_locations(result["outputs"])
+
+
+@app.command()
+def where() -> None:
+    """Print where the last run left its reports, models and Bento."""
+    from scoutless.outputs import output_locations
+
+    _print_locations(output_locations(_params()))
+
+
+def _print_locations(locations: dict[str, str]) -> None:
+    if not locations:
+        typer.echo("nothing yet: run the pipeline (make run)")
+    width = max((len(name) for name in locations), default=0)
+    for name, where in locations.items():
+        typer.echo(f"{name:<{width}}  {where}")
+
+
+@app.command()
+def deploy(
+    limit: Annotated[int | None, typer.Option(help="At most this many flow runs at once.")] = None,
+) -> None:
+    """Serve the scheduled deployments (nightly retrain, hourly drift check; cron in params.yaml flows.schedules)
+    against the Prefect server named by PREFECT_API_URL, until interrupted."""
+    from flows.deploy import NoPrefectServerError, serve_deployments
+
+    with _exit_on(NoPrefectServerError, 2):
+        serve_deployments(_params(), limit=limit)
 
 
 if __name__ == "__main__":

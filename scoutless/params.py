@@ -44,12 +44,32 @@ class ArchiveParams(Section):
         return tables
 
 
+class ShiftParams(Section):
+    """How a shifted window differs from the world before it."""
+
+    # A new release of every current software series, published as the window opens, with this factor on
+    # the memory its jobs need (1: as much as the release before it); the share of tasks that use it.
+    new_release_memory: Annotated[float, Field(gt=0)] = 1.5
+    new_release_share: Fraction = 0.8
+    # The share of Run-3 (mc21/mc23, data22+) tasks: a new campaign mix. null: the trend continues.
+    run3_share: Fraction | None = 0.1
+
+
+class WindowParams(Section):
+    """A later window of tasks appended to a simulated archive, from the same world."""
+
+    days: Annotated[int, Field(gt=0)] = 30
+    tasks: Annotated[int, Field(gt=0)] = 1500
+    shift: ShiftParams = ShiftParams()
+
+
 class SimulateParams(Section):
     tasks: Annotated[int, Field(gt=0)] = 20000
     seed: int = 20260101
     start: date = date(2024, 1, 1)
     days: Annotated[int, Field(gt=0)] = 730
     junk_fraction: Fraction = 0.01
+    window: WindowParams = WindowParams()
 
 
 class JediParams(Section):
@@ -108,6 +128,7 @@ class PathParams(Section):
     quarantine: Path = Path("data/quarantine")
     features: Path = Path("data/features")
     validation_reports: Path = Path("reports/validation")
+    drift_reports: Path = Path("reports/drift")   # Evidently HTML pages; drift.json beside the folder
     models: Path = Path("artifacts/models")
     promoted: Path = Path("artifacts/promoted")
     artifacts: Path = Path("artifacts")
@@ -182,6 +203,49 @@ class SelectParams(Section):
     gate: Literal["fail", "warn"] = "warn"
 
 
+class RetrainRule(Section):
+    """When the drift check calls for retraining: either condition is enough."""
+
+    # The share of monitored features whose distribution drifted (Evidently's per-column tests).
+    drifted_features_share: Fraction = 0.5
+    # A target's mean error on the labelled current tasks above its reference error by this relative margin
+    # (0.25: 25 % worse), counted only with at least min_labelled tasks.
+    error_margin: Annotated[float, Field(ge=0)] = 0.25
+    min_labelled: Annotated[int, Field(gt=0)] = 50
+
+
+class MonitorParams(Section):
+    # The newest tasks created after the promoted models' training window, compared with that window.
+    current_days: Annotated[float, Field(gt=0)] = 30
+    # Only the newest part of the training window is the reference (null: all of it): a model is expected
+    # to hold for what it saw last, and old history trends (releases, campaigns) would always look drifted.
+    reference_days: Annotated[float, Field(gt=0)] | None = 90
+    # Fewer current tasks than this: no verdict (the tests have no power), and no retraining.
+    min_tasks: Annotated[int, Field(gt=0)] = 100
+    # Evidently's per-column drift tests; null: its defaults by column type and size (K-S / chi-squared up
+    # to 1000 reference rows, else Wasserstein / Jensen-Shannon distance).
+    num_method: str | None = "wasserstein"
+    cat_method: str | None = "jensenshannon"
+    num_threshold: Annotated[float, Field(gt=0)] | None = 0.1
+    cat_threshold: Annotated[float, Field(gt=0)] | None = 0.1
+    retrain: RetrainRule = RetrainRule()
+
+
+class ScheduleParams(Section):
+    """Cron strings (UTC) of the Prefect deployments that `scoutless deploy` serves."""
+
+    retrain: str = "0 2 * * *"      # the whole pipeline, nightly
+    drift_check: str = "15 * * * *"  # extract the newest tasks and check drift, hourly
+    timezone: str = "UTC"
+
+
+class FlowParams(Section):
+    train_workers: Annotated[int, Field(gt=0)] = 2   # targets trained at once by the pipeline flow
+    # After a scheduled run, record its outputs in dvc.lock (`dvc commit`) and push them to the DVC remote.
+    version_with_dvc: bool = True
+    schedules: ScheduleParams = ScheduleParams()
+
+
 class ServingParams(Section):
     max_batch: Annotated[int, Field(gt=0)] = 1000   # tasks in one POST /predict; more is a 400
     port: Annotated[int, Field(gt=0, lt=65536)] = 3000
@@ -197,6 +261,8 @@ class Params(Section):
     targets: list[Target] = list(TARGETS)
     train: TrainParams = TrainParams()
     select: SelectParams = SelectParams()
+    monitor: MonitorParams = MonitorParams()
+    flows: FlowParams = FlowParams()
     serving: ServingParams = ServingParams()
 
 

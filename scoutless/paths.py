@@ -54,6 +54,14 @@ def _umask() -> int:
     return mask
 
 
+def build_dir(target: Path) -> Path:
+    """A new, empty folder beside `target` to write its next version in, then swap it in with replace_dir."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(build, 0o777 & ~_umask())   # mkdtemp makes private folders; outputs are ordinary ones
+    return build
+
+
 def replace_dir(build: Path, target: Path) -> None:
     """Swap a fully written folder `build` into place at `target`; the old one is removed after the swap."""
     target.parent.mkdir(parents=True, exist_ok=True)

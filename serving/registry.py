@@ -3,12 +3,19 @@
 Each promoted target becomes `scoutless_<target>:<version>` with labels (target, candidate, data
 window) and its holdout metrics as metadata. scoutless keeps the store inside the project
 (paths.bentoml_home) unless BENTOML_HOME is set, so that every clone serves its own promoted models.
+
+BentoML fixes its store when it is first imported, so a process that works on several projects (a
+Prefect worker, the tests) would register into the first one's store: `register_in_subprocess` runs the
+registration in a fresh interpreter (`python -m serving.registry`) that sees the project's store.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from models.layout import PROMOTION_FILE
@@ -30,8 +37,6 @@ def model_name(target: str) -> str:
 def register_promoted(params: Params) -> dict[str, str]:
     """Put every promoted target into the model store (once per version); returns target -> tag."""
     use_project_store(params)
-    import json
-
     import bentoml
 
     tags = {}
@@ -54,3 +59,19 @@ def register_promoted(params: Params) -> dict[str, str]:
                 write_json(Path(model.path) / SERVICE_CONFIG, params.serving.model_dump())
         tags[target] = tag
     return tags
+
+
+def register_in_subprocess(params: Params) -> dict[str, str]:
+    """register_promoted in a fresh interpreter, against the project's store; returns target -> tag."""
+    use_project_store(params)
+    done = subprocess.run([sys.executable, "-m", "serving.registry"], env=os.environ.copy(), capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"registering the promoted models failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    from scoutless.params import load_params
+
+    print(json.dumps(register_promoted(load_params())))

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from scoutless.params import Params
 from scoutless.paths import resolve, write_json
-from serving.registry import register_promoted, use_project_store
+from serving.registry import register_in_subprocess, use_project_store
 from serving.schema import TaskSpec
 
 SERVICE = "serving.service:Scoutless"
@@ -30,7 +30,7 @@ def _bentoml(args: list[str], params: Params, **kwargs) -> subprocess.CompletedP
 
 def run_package(params: Params) -> dict:
     """Register the promoted models and build the Bento (offline: nothing is locked or downloaded)."""
-    tags = register_promoted(params)
+    tags = register_in_subprocess(params)
     missing = sorted(set(params.targets) - set(tags))
     if missing:
         raise RuntimeError(f"no promoted model for {', '.join(missing)}: run `scoutless select` first")
@@ -45,7 +45,7 @@ def run_package(params: Params) -> dict:
 
 def run_serve(params: Params, port: int | None = None) -> int:
     """Serve the project's promoted models on 127.0.0.1 until interrupted; returns the exit code."""
-    register_promoted(params)
+    register_in_subprocess(params)
     port = port or params.serving.port
     return _bentoml(["serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)], params).returncode
 

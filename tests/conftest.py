@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,23 +68,53 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def served_project(tmp_path_factory) -> Iterator[Path]:
-    """A small project run through the whole pipeline once per session (simulate -> ... -> package), with
-    a BentoML store of its own: what the selection and service tests work on."""
-    root = tmp_path_factory.mktemp("served")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["simulate"]["tasks"] = 600
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server and database for every flow run of the test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@contextmanager
+def project_env(root: Path) -> Iterator[Path]:
+    """Make `root` the working project (and its BentoML store) until the block ends."""
     saved = {name: os.environ.get(name) for name in ("SCOUTLESS_PROJECT_DIR", "BENTOML_HOME")}
     os.environ["SCOUTLESS_PROJECT_DIR"] = str(root)
     os.environ["BENTOML_HOME"] = str(root / ".bentoml")
-    from scoutless.params import load_params
-    from scoutless.pipeline import run_pipeline
+    try:
+        yield root
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
-    run_pipeline(load_params(), progress=False)
-    yield root
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+
+def write_params(root: Path, **sections) -> None:
+    """params.yaml of the repository with some sections' keys replaced (nested dicts are merged)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def merge(base: dict, update: dict) -> None:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+
+    merge(params, sections)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def served_project(tmp_path_factory, prefect_harness) -> Iterator[Path]:
+    """A small project run through the pipeline flow once per session (simulate -> ... -> monitor ->
+    package), with a BentoML store of its own: what the selection, service and deployment tests work on."""
+    root = tmp_path_factory.mktemp("served")
+    write_params(root, simulate={"tasks": 600})
+    with project_env(root):
+        from flows.pipeline import pipeline_flow
+
+        pipeline_flow(version=False)
+        yield root

@@ -3,6 +3,7 @@ that re-runs only what depends on it, `dvc exp run -S`, and push/pull through a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -52,7 +53,8 @@ def stages_run(output: str) -> list[str]:
 def test_repro_runs_everything_then_nothing(copy):
     first = run(["dvc", "repro"], copy)
     trains = [f"train@{target}" for target in TARGETS]
-    assert stages_run(first) == ["simulate", "extract", "validate", "features", *trains, "select", "package"]
+    assert stages_run(first) == ["simulate", "extract", "validate", "features", *trains, "select", "monitor",
+                                 "package"]
     assert (copy / "data/features/features.parquet").exists()
     assert (copy / "reports/validation/index.html").exists()
     assert (copy / "artifacts/leaderboard.md").exists()
@@ -71,7 +73,7 @@ def test_a_parameter_change_reruns_only_what_depends_on_it(copy):
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = stages_run(run(["dvc", "repro"], copy))
     assert rerun[: len(TARGETS) + 1] == [*(f"train@{target}" for target in TARGETS), "select"]
-    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "package"}
+    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "monitor", "package"}
 
 
 def test_experiments_and_the_local_remote(copy):
@@ -85,3 +87,21 @@ def test_experiments_and_the_local_remote(copy):
     shutil.rmtree(copy / "data")
     run(["dvc", "pull"], copy)
     assert (copy / "data/features/features.parquet").exists()
+
+
+def test_outputs_written_outside_dvc_are_versioned_like_a_flow_run(copy):
+    """What the scheduled flows do after running the stage functions: dvc commit + dvc push."""
+    run(["dvc", "repro"], copy)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["train"]["xgboost"]["max_depth"] = 3
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["scoutless", "train", "--target", "ramcount"], copy)       # the stage function, as a flow runs it
+    assert "train@ramcount" in run(["dvc", "status"], copy)
+
+    versioned = run([sys.executable, "-c", "import json; from scoutless.versioning import version_outputs; "
+                                          "print(json.dumps(version_outputs()))"], copy)
+    assert json.loads(versioned.strip().splitlines()[-1]) == {"versioned": True, "pushed": True}
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], copy)
+    assert "Cache and remote 'local' are in sync" in run(["dvc", "status", "--cloud"], copy)
+    lock = yaml.safe_load((copy / "dvc.lock").read_text())
+    assert lock["stages"]["train@ramcount"]["params"]["params.yaml"]["train"]["xgboost"]["max_depth"] == 3

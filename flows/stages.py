@@ -1,0 +1,178 @@
+"""One Prefect flow per stage. Each stage is a task calling its stage function; flows pass paths and small
+summaries between tasks, never DataFrames."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from scoutless.params import Params, load_params
+from scoutless.paths import resolve
+
+
+def stage_params(archive: str | None = None) -> Params:
+    return load_params(archive_url=archive)
+
+
+def _retry_on_connection_loss(task, task_run, state) -> bool:
+    """Retry the extraction only when the archive connection failed, not on a schema or data error."""
+    from archive.extract import connection_lost
+
+    try:
+        state.result()
+    except Exception as exc:  # the task's own exception, re-raised by its state
+        return connection_lost(exc)
+    return False
+
+
+def _file_link(path: Path | str, text: str, key: str, description: str) -> None:
+    create_link_artifact(Path(path).resolve().as_uri(), link_text=text, key=key, description=description)
+
+
+def _markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# The whole extraction is retried (with backoff) if the archive stays unreachable beyond the stage's own
+# per-read retries; its watermark is written last, so a retry starts where the failed attempt did.
+@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.5,
+      retry_condition_fn=_retry_on_connection_loss)
+def extract_task(archive: str | None, full: bool) -> dict:
+    from archive.stages import run_extract
+
+    return asdict(run_extract(stage_params(archive), full=full, progress=False))
+
+
+@flow(name="extract", log_prints=True)
+def extract_flow(archive: str | None = None, full: bool = False) -> dict:
+    """Read the archive's new and changed tasks (all of them with full=True) into data/raw/."""
+    summary = extract_task(archive, full)
+    create_markdown_artifact(
+        _markdown_table(["tasks read", "rows rejected", "tasks in data/raw", "labelled", "finished jobs", "seconds"],
+                        [[summary["tasks_read"], summary["rejected_read"], summary["tasks_total"],
+                          summary["labelled_total"], summary["jobs_total"], summary["seconds"]]]),
+        key="extract", description="What the extraction read from the archive")
+    return summary
+
+
+@task
+def validate_task() -> dict:
+    from validation.validate import run_validate
+
+    return asdict(run_validate(stage_params()))
+
+
+@flow(name="validate", log_prints=True)
+def validate_flow() -> dict:
+    """Validate data/raw/ with the expectation suites; bad rows are quarantined with the reason."""
+    summary = validate_task()
+    rows = [[table, t["rows"], t["quarantined"], f"{t['bad_fraction']:.2%}"] for table, t in summary["tables"].items()]
+    create_markdown_artifact(_markdown_table(["table", "rows", "quarantined", "bad share"], rows),
+                             key="validation", description="Validation of the extracted archive")
+    _file_link(summary["report"], "Validation report", "validation-report", "Great Expectations results")
+    return summary
+
+
+@task
+def features_task() -> dict:
+    from features.stage import run_features
+
+    return asdict(run_features(stage_params()))
+
+
+@flow(name="features", log_prints=True)
+def features_flow() -> dict:
+    """Build the submission-time and history features, and the time-ordered split."""
+    return features_task()
+
+
+@task
+def train_task(target: str) -> dict:
+    from models.train import run_train
+
+    return run_train(stage_params(), target)
+
+
+@flow(name="train", log_prints=True)
+def train_flow(targets: list[str] | None = None) -> dict:
+    """Train every candidate of each target, flows.train_workers targets at a time."""
+    params = stage_params()
+    targets = targets or list(params.targets)
+    runner = ThreadPoolTaskRunner(max_workers=params.flows.train_workers)
+    with runner:
+        futures = {target: runner.submit(train_task, parameters={"target": target}) for target in targets}
+        results = {target: future.result() for target, future in futures.items()}
+    metric = params.select.metric
+    rows = [[target, name, f"{m.get(metric) or float('nan'):.4g}", f"{m.get('coverage_q90') or float('nan'):.3f}"]
+            for target, result in results.items() for name, m in result["candidates"].items()]
+    create_markdown_artifact(_markdown_table(["target", "candidate", metric, "coverage q90"], rows),
+                             key="training", description="Holdout scores of every candidate")
+    return results
+
+
+@task
+def select_task() -> dict:
+    from models.select import run_select
+
+    return run_select(stage_params())
+
+
+@flow(name="select", log_prints=True)
+def select_flow() -> dict:
+    """Choose each target's winner; promote it only through the quality gate."""
+    outcome = select_task()
+    leaderboard = resolve(stage_params().paths.artifacts) / "leaderboard.md"
+    create_markdown_artifact(leaderboard.read_text(), key="leaderboard", description="Candidates per target")
+    return outcome
+
+
+@task
+def monitor_task() -> dict:
+    from monitoring.monitor import run_monitor
+
+    return run_monitor(stage_params())
+
+
+@flow(name="monitor", log_prints=True)
+def monitor_flow() -> dict:
+    """Compare the newest tasks with the promoted models' training window; say whether to retrain."""
+    report = monitor_task()
+    logger = get_run_logger()
+    lines = [f"**Verdict: {report['verdict'].replace('_', ' ')}**" + (" — retrain" if report["retrain"] else "")]
+    lines += [f"- {reason}" for reason in report["reasons"]]
+    if report["features"] is not None:
+        lines.append(f"\nDrifted features: {report['features']['drifted_share']:.0%} "
+                     f"({', '.join(report['features']['drifted']) or 'none'})\n")
+        lines.append(_markdown_table(
+            ["target", "labelled current", "current error", "holdout error", "above margin"],
+            [[t, e["labelled"], f"{e['current']:.4g}", f"{e['holdout']:.4g}", "yes" if e["exceeds_margin"] else "no"]
+             for t, e in report["errors"].items()]))
+    create_markdown_artifact("\n".join(lines), key="drift", description="Drift check")
+    _file_link(report["pages"]["index"], "Drift report", "drift-report", "Evidently drift reports")
+    logger.info("drift check: %s", json.dumps({k: report[k] for k in ("verdict", "retrain", "reasons")}))
+    return report
+
+
+@task
+def package_task() -> dict:
+    from serving.stage import run_package
+
+    return run_package(stage_params())
+
+
+@flow(name="package", log_prints=True)
+def package_flow() -> dict:
+    """Register the promoted models and build the Bento."""
+    result = package_task()
+    create_markdown_artifact(f"Bento **{result['bento']}**\n\n" + _markdown_table(
+        ["target", "model"], [[t, tag] for t, tag in result["models"].items()]), key="bento",
+        description="The built Bento and the models in it")
+    return result
