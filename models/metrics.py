@@ -57,16 +57,20 @@ def point_metrics(y_true, y_pred) -> dict[str, float]:
     }
 
 
+def quantile_losses(y_true, y_pred, alpha: float) -> np.ndarray:
+    """Per row, the quantile loss: under-prediction costs alpha per unit, over-prediction 1 - alpha (NaN
+    where either side is missing)."""
+    gap = np.asarray(y_true, dtype="float64") - np.asarray(y_pred, dtype="float64")
+    return np.maximum(alpha * gap, (alpha - 1) * gap)
+
+
 def pinball_loss(y_true, y_pred, alpha: float) -> float:
-    """Mean quantile loss: under-prediction costs alpha per unit, over-prediction 1 - alpha.
+    """Mean quantile loss over the rows where both sides are known.
 
     The loss the quantile `alpha` minimises, so it ranks quantile predictions fairly (lower is better).
     """
     true, pred = _known_pairs(y_true, y_pred)
-    if true.size == 0:
-        return np.nan
-    gap = true - pred
-    return float(np.mean(np.maximum(alpha * gap, (alpha - 1) * gap)))
+    return float(np.mean(quantile_losses(true, pred, alpha))) if true.size else np.nan
 
 
 def coverage(y_true, y_pred) -> float:

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from models.metrics import QUANTILE_COLUMNS, QUANTILES
+from models.metrics import QUANTILE_COLUMNS, QUANTILES, quantile_losses
 from models.targets import TARGETS
 from monitoring.drift import ColumnDrift, DriftMethods, DriftResult, column_drift
 from monitoring.report import write_index
@@ -81,11 +80,9 @@ def request_quantile_alpha(name: str) -> float:
 def task_errors(target: str, labels: pd.Series, request: pd.Series, request_quantile: str) -> pd.Series:
     """Per task, the pinball loss of the request quantile (on log1p for skewed targets); NaN without a label."""
     spec = TARGETS[target]
-    true = pd.Series(spec.to_model_space(labels), index=labels.index)
-    asked = pd.Series(spec.to_model_space(request), index=request.index)
-    alpha = request_quantile_alpha(request_quantile)
-    gap = true - asked
-    return np.maximum(alpha * gap, (alpha - 1) * gap)
+    losses = quantile_losses(spec.to_model_space(labels), spec.to_model_space(request),
+                             request_quantile_alpha(request_quantile))
+    return pd.Series(losses, index=labels.index)
 
 
 def _promoted(params: Params):
