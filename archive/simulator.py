@@ -4,7 +4,19 @@ Stands in for a real archive where none is at hand. Every draw comes from `numpy
 streams spawned from `params.seed` (world, timeline, one stream per block of 2000 tasks): a seed gives the
 same archive on every run and backend. Tasks are generated, run and written block by block.
 
-The world (`World`: every random property, drawn once from the seed)
+World seeds: with `params.world_seed` set, the world comes from that seed instead, and so does its shape
+(`WorldShape`), the hidden hyper-parameters below that are otherwise the reference values; the timeline and
+the task blocks still come from `params.seed`, so the same tasks can be judged in several worlds. A world
+seed multiplies, by log-uniform factors in SHAPE_SCALE (0.6-1.6), the per-kind sds of the process (user
+kinds: user) effects on CPU per event and memory, the sds of the process and user effects on output size
+and of the users' CPU-efficiency shift, the release walks' sds and memory jump size, the ranges of the
+within-task spread of job memory and CPU per event and the heavy jobs' share and extra memory, the tasks'
+CPU-efficiency sd per kind and the jobs' efficiency noise; by factors in SHAPE_RATE (0.5-2) the release
+drifts, the memory jump rate and the share of tasks with heavy jobs. The kind mix within managed and within
+user tasks is a Dirichlet draw around the reference shares, the user share uniform in 25-45 %. Null keeps
+the reference world, every draw where it was before world seeds existed.
+
+The world (`World`: every random property, drawn once from its seed; the values here are the reference shape)
 - ~3000 MC physics processes, half per era (Run 2: mc16/mc20, Run 3: mc21/mc23): DSID and a
   `<generator>_<tune>_<process><filter>` name, Zipf popularity; ~1200 data runs (data15-18, data22-24).
   HIDDEN per-process log-normal effects on CPU per event (sd 0.7 evgen, 0.6 simul, 0.3-0.5 for the
@@ -96,7 +108,6 @@ MOVING_DAYS = 2           # jobs just older than that are still in jobsarchived4
 MAX_JOBS_PER_TASK = 500
 N_SCOUTS = 10
 MIN_WALLTIME = 4 * HOUR      # a job's walltime limit is never below this
-USER_SHARE = 0.35
 VOLUME_GROWTH = 1.5       # the task rate at the end of the window is 1 + this times the rate at its start
 RELEASE_AGE_DAYS = 60     # mean age of the release a new task uses
 FIRST_JEDITASKID = 20_000_000
@@ -111,7 +122,7 @@ class Kind:
 
     name: str
     user: bool
-    share: float                  # within its prodsourcelabel
+    share: float                  # within its prodsourcelabel (this and the sigmas: the reference world's)
     step: str                     # step in dataset names
     in_format: str | None
     out_format: str
@@ -119,11 +130,11 @@ class Kind:
     cores: tuple[tuple[int, float], ...]
     mem_base_mb: float            # true memory per job = (base + per_core x cores) x effects
     mem_core_mb: float
-    mem_sigma: float              # hidden per-process memory effect (log sd)
+    mem_sigma: float              # hidden per-process (user kinds: per-user) memory effect (log sd)
     cpu: float                    # HS06 s per event, median over processes
-    cpu_sigma: float              # hidden per-process CPU effect (log sd)
+    cpu_sigma: float              # hidden per-process (user kinds: per-user) CPU effect (log sd)
     efficiency: float
-    efficiency_sd: float
+    efficiency_sd: float          # spread of the tasks' CPU efficiency
     out_kb: float                 # output kB per event (formats override)
     split: str                    # "events" (nEventsPerJob) or "files" (nFilesPerJob)
     sizes: tuple[int, ...]        # the NE or NF values requesters use
@@ -175,6 +186,85 @@ USER_KINDS = np.array([i for i, k in enumerate(KINDS) if k.user])
 
 def _kind_array(attribute: str) -> np.ndarray:
     return np.array([getattr(k, attribute) for k in KINDS])
+
+
+# ---------------------------------------------------------------------------------------------- world shape
+SHAPE_SCALE = (.6, 1.6)       # a world seed multiplies each scale by a log-uniform factor in this range,
+SHAPE_RATE = (.5, 2.0)        # and each drift and rate by one in this range
+KIND_MIX_CONCENTRATION = 40   # Dirichlet concentration of a world's kind mix around the reference shares
+USER_SHARE_RANGE = (.25, .45)
+
+
+@dataclass(frozen=True)
+class WorldShape:
+    """The hidden hyper-parameters of a world. The defaults are the reference world's (no world seed);
+    `draw_shape` varies them around it so that models can be judged on several worlds. Per-kind tuples
+    follow KINDS."""
+
+    # log sd of the hidden per-process (user kinds: per-user) effects on CPU per event and memory
+    cpu_sigma: tuple[float, ...] = tuple(k.cpu_sigma for k in KINDS)
+    mem_sigma: tuple[float, ...] = tuple(k.mem_sigma for k in KINDS)
+    process_out_sd: float = .25          # log sd of the per-process (data: per-run) output-size effect
+    user_out_sd: float = .6              # log sd of the per-user output-size effect
+    user_eff_sd: float = .12             # sd of the per-user CPU-efficiency shift
+    # release drift: log steps per release of CPU per event and memory, plus rare memory jumps
+    release_cpu_drift: float = -.008
+    release_cpu_sd: float = .025
+    release_mem_drift: float = .003
+    release_mem_sd: float = .015
+    release_mem_jump_rate: float = .06
+    release_mem_jump_sd: float = .07
+    # within a task: the ranges its job spread is drawn from
+    job_mem_sd: tuple[float, float] = (.02, .08)
+    heavy_task_share: float = .15                        # tasks with heavy jobs,
+    heavy_job_share: tuple[float, float] = (.01, .12)    # the share of their jobs that are heavy,
+    heavy_factor: tuple[float, float] = (1.15, 1.8)      # and how much more memory those need
+    job_cpu_sd: tuple[float, float] = (.08, .35)
+    # CPU efficiency: the tasks' sd per kind and the jobs' log-normal noise
+    efficiency_sd: tuple[float, ...] = tuple(k.efficiency_sd for k in KINDS)
+    job_eff_sd: float = .06
+    # the kind mix: each kind's share within its prodsourcelabel, and the share of user tasks
+    kind_share: tuple[float, ...] = tuple(k.share for k in KINDS)
+    user_share: float = .35
+
+
+def draw_shape(rng: np.random.Generator) -> WorldShape:
+    """A world's hidden hyper-parameters, drawn around the reference world's."""
+    ref = WorldShape()
+
+    def factor(spread: tuple[float, float], size: int | None = None) -> np.ndarray:
+        return np.exp(rng.uniform(np.log(spread[0]), np.log(spread[1]), size))
+
+    def scale(value: float) -> float:
+        return float(value * factor(SHAPE_SCALE))
+
+    def rate(value: float) -> float:
+        return float(value * factor(SHAPE_RATE))
+
+    def per_kind(values: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple((np.array(values) * factor(SHAPE_SCALE, len(values))).tolist())
+
+    def span(values: tuple[float, float]) -> tuple[float, ...]:
+        return tuple((np.array(values) * factor(SHAPE_SCALE)).tolist())     # one factor keeps low < high
+
+    shares = np.array(ref.kind_share)
+    for group in (MANAGED_KINDS, USER_KINDS):
+        shares[group] = rng.dirichlet(KIND_MIX_CONCENTRATION * shares[group])
+    heavy_excess = np.array(ref.heavy_factor) - 1
+    return WorldShape(
+        cpu_sigma=per_kind(ref.cpu_sigma), mem_sigma=per_kind(ref.mem_sigma),
+        process_out_sd=scale(ref.process_out_sd), user_out_sd=scale(ref.user_out_sd),
+        user_eff_sd=scale(ref.user_eff_sd),
+        release_cpu_drift=rate(ref.release_cpu_drift), release_cpu_sd=scale(ref.release_cpu_sd),
+        release_mem_drift=rate(ref.release_mem_drift), release_mem_sd=scale(ref.release_mem_sd),
+        release_mem_jump_rate=rate(ref.release_mem_jump_rate), release_mem_jump_sd=scale(ref.release_mem_jump_sd),
+        job_mem_sd=span(ref.job_mem_sd), heavy_task_share=rate(ref.heavy_task_share),
+        heavy_job_share=span(ref.heavy_job_share),
+        heavy_factor=tuple((1 + heavy_excess * factor(SHAPE_SCALE)).tolist()),
+        job_cpu_sd=span(ref.job_cpu_sd), efficiency_sd=per_kind(ref.efficiency_sd),
+        job_eff_sd=scale(ref.job_eff_sd), kind_share=tuple(shares.tolist()),
+        user_share=float(rng.uniform(*USER_SHARE_RANGE)),
+    )
 
 
 # Formats: output kB per event and hidden CPU / memory factors of the derivation that writes them.
@@ -332,7 +422,7 @@ class SimulationSummary:
 # ---------------------------------------------------------------------------------------------- world
 @dataclass(frozen=True)
 class World:
-    """Every random property of the simulated world, drawn once from the seed (see the module docstring)."""
+    """Every random property of the simulated world, drawn once from its seed (see the module docstring)."""
 
     start: datetime
     days: int
@@ -344,6 +434,7 @@ class World:
     tags: pd.DataFrame
     sites: pd.DataFrame
     clients: pd.DataFrame
+    shape: WorldShape
     # The archive's "now": jobs ending later are not archived yet (None: the end of the window). A later
     # window moves it past `days`, which stays the scale of the world's trends.
     now_days: float | None = None
@@ -368,14 +459,26 @@ def _standardise(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / values.std()
 
 
-def build_world(rng: np.random.Generator, start: datetime, days: int) -> World:
-    """Draw the world: processes, runs, people, releases with their tags, sites and client versions."""
+def draw_world(params: SimulateParams) -> World:
+    """The world of `params`: drawn, with its shape, from `world_seed`; without one, the reference world
+    (shape) drawn from the first of the three streams of `seed`, as before world seeds existed."""
+    start = datetime.combine(params.start, time())
+    if params.world_seed is None:
+        world_seed = np.random.SeedSequence(params.seed).spawn(3)[0]
+        return build_world(np.random.default_rng(world_seed), start, params.days, WorldShape())
+    shape_seed, world_seed = np.random.SeedSequence(params.world_seed).spawn(2)
+    return build_world(np.random.default_rng(world_seed), start, params.days,
+                       draw_shape(np.random.default_rng(shape_seed)))
+
+
+def build_world(rng: np.random.Generator, start: datetime, days: int, shape: WorldShape) -> World:
+    """Draw the world of a shape: processes, runs, people, releases with their tags, sites and client versions."""
     end_s = days * DAY
-    releases = _draw_releases(rng, end_s)
+    releases = _draw_releases(rng, end_s, shape)
     return World(
-        start=start, days=days, processes=_draw_processes(rng), runs=_draw_runs(rng), users=_draw_users(rng),
-        managers=tuple(_names(rng, 25)), releases=releases, tags=_draw_tags(rng, releases),
-        sites=_draw_sites(rng), clients=_draw_clients(rng, end_s),
+        start=start, days=days, processes=_draw_processes(rng), runs=_draw_runs(rng),
+        users=_draw_users(rng, shape), managers=tuple(_names(rng, 25)), releases=releases,
+        tags=_draw_tags(rng, releases), sites=_draw_sites(rng), clients=_draw_clients(rng, end_s), shape=shape,
     )
 
 
@@ -427,25 +530,27 @@ def _draw_runs(rng: np.random.Generator, per_year: int = 170) -> pd.DataFrame:
     return frame
 
 
-def _draw_users(rng: np.random.Generator, n: int = 500) -> pd.DataFrame:
+def _draw_users(rng: np.random.Generator, shape: WorldShape, n: int = 500) -> pd.DataFrame:
     names = _names(rng, n)
     nicks = [(name.split()[0][0] + name.split()[1]).lower()[:8] for name in names]
     return pd.DataFrame({
         "name": names, "nick": nicks, "weight": rng.permutation(_zipf(n, 1.0, 5)),
         "cpu_z": rng.normal(0, 1, n), "mem_z": rng.normal(0, 1, n), "out_z": rng.normal(0, 1, n),
-        "eff_shift": rng.normal(0, .12, n),
+        "eff_shift": rng.normal(0, shape.user_eff_sd, n),
     })
 
 
-def _draw_releases(rng: np.random.Generator, end_s: float) -> pd.DataFrame:
+def _draw_releases(rng: np.random.Generator, end_s: float, shape: WorldShape) -> pd.DataFrame:
     rows = []
     for (family, series), (first, legacy, cpu, mem, arch) in SERIES.items():
         begin, stop = (-800 * DAY, 150 * DAY) if legacy else (-250 * DAY, end_s)
         gaps = rng.uniform(14, 40, 200) * DAY
         dates = begin + np.cumsum(gaps)
         dates = dates[dates < stop]
-        cpu_walk = cpu * np.exp(np.cumsum(rng.normal(-.008, .025, len(dates))))
-        mem_steps = rng.normal(.003, .015, len(dates)) + (rng.random(len(dates)) < .06) * rng.normal(0, .07)
+        cpu_walk = cpu * np.exp(np.cumsum(rng.normal(shape.release_cpu_drift, shape.release_cpu_sd, len(dates))))
+        mem_steps = rng.normal(shape.release_mem_drift, shape.release_mem_sd, len(dates))
+        jumps = rng.random(len(dates)) < shape.release_mem_jump_rate
+        mem_steps += jumps * rng.normal(0, shape.release_mem_jump_sd)     # one jump size per series
         mem_walk = mem * np.exp(np.cumsum(mem_steps))
         for i, date in enumerate(dates):
             version = f"{series}.{first + i}" + (".0" if family == "AthDerivation" else "")
@@ -493,11 +598,12 @@ def simulate_archive(engine: sa.Engine, schema: PandaSchema, params: SimulatePar
                      progress: bool = False) -> SimulationSummary:
     """Create the archive tables and fill them with `params.tasks` simulated tasks, their datasets and jobs.
 
-    Refuses to write into a table that already holds rows. Deterministic for `params.seed`.
+    Refuses to write into a table that already holds rows. Deterministic for `params.seed` (the tasks) and
+    `params.world_seed` (the world, see `draw_world`).
     """
     _create_tables(engine, schema)
-    world_seed, time_seed, block_seed = np.random.SeedSequence(params.seed).spawn(3)
-    world = build_world(np.random.default_rng(world_seed), datetime.combine(params.start, time()), params.days)
+    world = draw_world(params)
+    _, time_seed, block_seed = np.random.SeedSequence(params.seed).spawn(3)
     time_rng = np.random.default_rng(time_seed)
     created = _creation_times(time_rng, params.tasks, world.end_s)
     ids = FIRST_JEDITASKID + np.cumsum(time_rng.geometric(.4, params.tasks))
@@ -510,13 +616,12 @@ def simulate_window(engine: sa.Engine, schema: PandaSchema, params: SimulatePara
                     shifted: bool = False, progress: bool = False) -> SimulationSummary:
     """Append `params.window.tasks` tasks created over `params.window.days` after the archive's newest task.
 
-    The world is the one `simulate_archive` drew from the same seed; the archive's "now" moves to the end of
+    The world is the one `simulate_archive` drew from the same seeds; the archive's "now" moves to the end of
     the window. Shifted (`params.window.shift`): a new release of every current series needs more memory
     and most tasks use it, and the Run-2/Run-3 mix changes. Each window has its own random stream (by its
     opening day), so windows appended one after another differ; shifted or not, the same draws are used.
     """
-    world_seed = np.random.SeedSequence(params.seed).spawn(3)[0]
-    world = build_world(np.random.default_rng(world_seed), datetime.combine(params.start, time()), params.days)
+    world = draw_world(params)
     ends = _archive_ends(engine, schema)
     if ends["creationdate"] is None:
         raise ValueError("the archive holds no task with a creationdate: simulate the archive before a window")
@@ -669,9 +774,11 @@ def _draw_tasks(world: World, rng: np.random.Generator, ids: np.ndarray, created
     """One row per task: visible attributes, presets, and the hidden truth (columns prefixed h_)."""
     n = len(ids)
     x = created / world.end_s
-    user = rng.random(n) < USER_SHARE
-    kind = np.where(user, rng.choice(USER_KINDS, n, p=_kind_array("share")[USER_KINDS]),
-                    rng.choice(MANAGED_KINDS, n, p=_kind_array("share")[MANAGED_KINDS]))
+    shape = world.shape
+    user = rng.random(n) < shape.user_share
+    share = np.array(shape.kind_share)
+    kind = np.where(user, rng.choice(USER_KINDS, n, p=share[USER_KINDS]),
+                    rng.choice(MANAGED_KINDS, n, p=share[MANAGED_KINDS]))
     run3_share = world.shift.run3_share if world.shift and world.shift.run3_share is not None else .35 + .4 * x
     era = np.where(rng.random(n) < run3_share, 3, 2)
     data = rng.random(n) < _kind_array("data_fraction")[kind]
@@ -778,25 +885,25 @@ def _draw_tasks(world: World, rng: np.random.Generator, ids: np.ndarray, created
     cpu_z = np.where(data, R["cpu_z"], np.where(kind == KIND["evgen"], P["evgen_z"], P["cpu_z"]))
     mem_z = np.where(data, R["mem_z"], P["mem_z"])
     out_z = np.where(data, R["out_z"], P["out_z"])
-    cpu_sigma = _kind_array("cpu_sigma")[kind]
-    mem_sigma = _kind_array("mem_sigma")[kind]
+    cpu_sigma = np.array(shape.cpu_sigma)[kind]
+    mem_sigma = np.array(shape.mem_sigma)[kind]
     # user code dominates user tasks; the input's physics adds a little
     cpu_eff = np.where(user, cpu_sigma * U["cpu_z"] + .2 * cpu_z, cpu_sigma * cpu_z)
     mem_eff = np.where(user, mem_sigma * U["mem_z"] + .05 * mem_z, mem_sigma * mem_z)
-    out_eff = np.where(user, .6 * U["out_z"], .25 * out_z)
+    out_eff = np.where(user, shape.user_out_sd * U["out_z"], shape.process_out_sd * out_z)
 
     h_cpu = _kind_array("cpu")[kind] * np.exp(cpu_eff) * rel_cpu * tag_cpu * fmt_cpu
     mem_mult = np.exp(mem_eff) * rel_mem * tag_mem * fmt_mem
     cores = np.array([KINDS[k].cores[i][0] for k, i in zip(kind, _core_pick(rng, kind), strict=True)])
-    eff = _kind_array("efficiency")[kind] + _kind_array("efficiency_sd")[kind] * rng.normal(0, 1, n)
+    eff = _kind_array("efficiency")[kind] + np.array(shape.efficiency_sd)[kind] * rng.normal(0, 1, n)
     eff = np.clip(eff + np.where(user, U["eff_shift"], 0.0), .08, .98)
     t = t.assign(
         h_proc=proc, h_run=run, h_person=person, h_release=release, h_fast=fast,
         h_cpu=h_cpu, h_mem_base=_kind_array("mem_base_mb")[kind] * mem_mult,
         h_mem_core=_kind_array("mem_core_mb")[kind] * mem_mult,
-        h_mem_sd=rng.uniform(.02, .08, n),
-        h_tail_p=np.where(rng.random(n) < .15, rng.uniform(.01, .12, n), 0),
-        h_cpu_sd=rng.uniform(.08, .35, n), h_eff=eff, h_in_kb=in_kb, h_out_kb=out_kb * np.exp(out_eff),
+        h_mem_sd=rng.uniform(*shape.job_mem_sd, n),
+        h_tail_p=np.where(rng.random(n) < shape.heavy_task_share, rng.uniform(*shape.heavy_job_share, n), 0),
+        h_cpu_sd=rng.uniform(*shape.job_cpu_sd, n), h_eff=eff, h_in_kb=in_kb, h_out_kb=out_kb * np.exp(out_eff),
         h_leak=rng.lognormal(np.log(3), 1, n), h_fate=rng.choice(len(FATES), n, p=FATE_P),
         h_fmt=fmt, h_in_fmt=in_fmt, h_family=family, h_version=version, h_tag=tag,
         h_events_per_file=events_per_file, corecount=cores, transpath=transpath,
@@ -1000,7 +1107,7 @@ def _group_and_share(kind: str, row, group: str, u: float) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- chunks
-def _draw_chunks(rng: np.random.Generator, t: pd.DataFrame) -> pd.DataFrame:
+def _draw_chunks(world: World, rng: np.random.Generator, t: pd.DataFrame) -> pd.DataFrame:
     """The planned jobs (input chunks) of every task, with their share of the input and hidden variation."""
     n = len(t)
     kind = t["h_kind"].to_numpy()
@@ -1029,7 +1136,8 @@ def _draw_chunks(rng: np.random.Generator, t: pd.DataFrame) -> pd.DataFrame:
     in_bytes = in_events * t["h_in_kb"].to_numpy()[task] * 1024 * rng.lognormal(0, .05, c)
     in_bytes[no_input] = 0
     tail = rng.random(c) < t["h_tail_p"].to_numpy()[task]
-    mem = rng.lognormal(0, t["h_mem_sd"].to_numpy()[task]) * np.where(tail, rng.uniform(1.15, 1.8, c), 1.0)
+    mem = (rng.lognormal(0, t["h_mem_sd"].to_numpy()[task])
+           * np.where(tail, rng.uniform(*world.shape.heavy_factor, c), 1.0))
     # chunks that fail every attempt: a lost input file, or (fragile tasks) events that crash the payload
     fragile = (t["h_fate"].to_numpy() == FATES.index("fragile"))[task]
     crash_share = rng.uniform(.3, 1, n)[task]
@@ -1085,8 +1193,8 @@ def _run_chunks(world: World, rng: np.random.Generator, t: pd.DataFrame, chunks:
         nevents = c["nevents"].to_numpy()
         cpu_s = t["h_cpu"].to_numpy()[ti] * c["h_cpu"].to_numpy() * nevents / speed
         io_weight = _kind_array("io_weight")[kind[ti]]
-        eff = (t["h_eff"].to_numpy()[ti] * s["storage"].to_numpy() ** io_weight * rng.lognormal(0, .06, m)
-               * (1 - .006 * (actual - 1)))
+        eff = (t["h_eff"].to_numpy()[ti] * s["storage"].to_numpy() ** io_weight
+               * rng.lognormal(0, world.shape.job_eff_sd, m) * (1 - .006 * (actual - 1)))
         eff = np.clip(eff, .03, .99)
         in_bytes = c["in_bytes"].to_numpy()
         copy = s["copy_to_scratch"].to_numpy()
@@ -1256,7 +1364,7 @@ def _simulate_block(world: World, rng: np.random.Generator, ids: np.ndarray, cre
                     jedi: JediParams, counters: dict[str, int]) -> dict[str, pd.DataFrame]:
     """Tasks, datasets and archived jobs of one block of consecutive tasks."""
     t = _draw_tasks(world, rng, ids, created)
-    chunks = _draw_chunks(rng, t)
+    chunks = _draw_chunks(world, rng, t)
     sites = _task_sites(world, rng, t)
     n, now = len(t), world.now_s
     max_attempts = np.where(t["h_user"], 3, 5)

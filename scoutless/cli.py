@@ -69,6 +69,9 @@ def _print(summary) -> None:
 def simulate(
     tasks: Annotated[int | None, typer.Option(help="Number of tasks (default: simulate.tasks).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: simulate.seed).")] = None,
+    world_seed: Annotated[int | None, typer.Option(
+        help="Seed of the world and its hidden hyper-parameters, not of the tasks (default: simulate.world_seed); "
+        "give a --window the same one.")] = None,
     window: Annotated[bool, typer.Option(
         help="Append a later window of tasks (simulate.window) to the simulated archive instead.")] = False,
     shifted: Annotated[bool, typer.Option(
@@ -82,6 +85,8 @@ def simulate(
 
     _setup_logging()
     params = _params(archive)
+    if world_seed is not None:
+        params = params.model_copy(update={"simulate": params.simulate.model_copy(update={"world_seed": world_seed})})
     with _exit_on((ArchiveNotEmptyError, FileNotFoundError, ValueError), 2):
         _print(run_simulate(params, tasks=tasks, seed=seed, window=window, shifted=shifted, progress=progress))
 

@@ -66,6 +66,7 @@ class WindowParams(Section):
 class SimulateParams(Section):
     tasks: Annotated[int, Field(gt=0)] = 20000
     seed: int = 20260101
+    world_seed: int | None = None     # the world and its hidden hyper-parameters; None: the reference world
     start: date = date(2024, 1, 1)
     days: Annotated[int, Field(gt=0)] = 730
     junk_fraction: Fraction = 0.01

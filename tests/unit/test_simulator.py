@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import astuple
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +14,21 @@ import sqlalchemy as sa
 
 from archive import jedi_formulas
 from archive.schema import panda_schema
-from archive.simulator import ArchiveNotEmptyError, SimulationSummary, simulate_archive, simulate_window
+from archive.simulator import (
+    KINDS,
+    MANAGED_KINDS,
+    SHAPE_RATE,
+    SHAPE_SCALE,
+    USER_KINDS,
+    USER_SHARE_RANGE,
+    ArchiveNotEmptyError,
+    SimulationSummary,
+    WorldShape,
+    draw_shape,
+    draw_world,
+    simulate_archive,
+    simulate_window,
+)
 from scoutless.params import JediParams, SimulateParams, WindowParams
 
 JEDI = JediParams()
@@ -186,6 +202,117 @@ def test_refuses_to_write_into_a_table_with_rows(tmp_path):
     with pytest.raises(ArchiveNotEmptyError, match="jobsarchived"):
         simulate_archive(engine, schema, PARAMS.model_copy(update={"tasks": 5}), JEDI)
     engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------- world seeds
+# sha256 over the tables of the `archive` fixture, from the simulator before world seeds existed: without a
+# world seed every draw must stay where it was (the embedded archive's DVC hash depends on it).
+REFERENCE_FINGERPRINT = "7f81b0ff504695005bf86869e07cfc92fa88f2c3a7b5c7ec573e0517881dd643"
+
+
+def fingerprint(tables: dict[str, pd.DataFrame]) -> str:
+    digest = hashlib.sha256()
+    for name in KEYS:
+        digest.update(pd.util.hash_pandas_object(tables[name], index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_without_a_world_seed_the_archive_is_the_reference_one(archive):
+    assert PARAMS.world_seed is None
+    assert draw_world(PARAMS).shape == WorldShape()
+    assert fingerprint(archive[1]) == REFERENCE_FINGERPRINT
+
+
+def test_world_shapes_vary_around_the_reference_within_their_ranges():
+    reference = WorldShape()
+    shapes = [draw_shape(np.random.default_rng(seed)) for seed in range(40)]
+    assert len(set(shapes)) == len(shapes)
+    for shape in shapes:
+        for name in ("cpu_sigma", "mem_sigma", "efficiency_sd", "job_mem_sd", "job_cpu_sd", "heavy_job_share"):
+            ratio = np.array(getattr(shape, name)) / getattr(reference, name)
+            assert ((SHAPE_SCALE[0] <= ratio) & (ratio <= SHAPE_SCALE[1])).all(), name
+        for name in ("release_cpu_drift", "release_mem_jump_rate", "heavy_task_share"):
+            assert SHAPE_RATE[0] <= getattr(shape, name) / getattr(reference, name) <= SHAPE_RATE[1], name
+        assert shape.release_cpu_drift < 0 < shape.release_mem_drift     # the drifts keep their direction
+        assert 1 < shape.heavy_factor[0] < shape.heavy_factor[1]
+        share = np.array(shape.kind_share)
+        assert len(share) == len(KINDS) and (share > 0).all()
+        assert share[MANAGED_KINDS].sum() == pytest.approx(1) and share[USER_KINDS].sum() == pytest.approx(1)
+        assert USER_SHARE_RANGE[0] <= shape.user_share <= USER_SHARE_RANGE[1]
+    # every hidden parameter moves in some world
+    assert all(len({astuple(s)[i] for s in shapes}) > 1 for i in range(len(astuple(reference))))
+
+
+CLEAN = PARAMS.model_copy(update={"seed": 8, "junk_fraction": 0.0})     # the `clean` fixture's
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory) -> dict[int, dict[str, pd.DataFrame]]:
+    """The `clean` tasks (same seed) in two other worlds."""
+    folder = tmp_path_factory.mktemp("worlds")
+    return {world: simulate(folder / f"{world}.sqlite", CLEAN.model_copy(update={"world_seed": world}))[1]
+            for world in (2, 3)}
+
+
+def test_a_world_seed_changes_the_world_not_the_timeline(clean, worlds):
+    shapes = {world: draw_world(CLEAN.model_copy(update={"world_seed": world})).shape for world in worlds}
+    assert WorldShape() != shapes[2] != shapes[3] != WorldShape()
+    for tables in (clean[1], *worlds.values()):
+        tasks = tables["jedi_tasks"]
+        reference = clean[1]["jedi_tasks"]
+        pd.testing.assert_series_equal(tasks["jeditaskid"], reference["jeditaskid"])
+        pd.testing.assert_series_equal(tasks["creationdate"], reference["creationdate"])
+    assert not worlds[2]["jedi_tasks"]["taskname"].equals(worlds[3]["jedi_tasks"]["taskname"])
+
+
+def test_worlds_differ_visibly_as_their_shapes_say(worlds):
+    shapes = {world: draw_world(CLEAN.model_copy(update={"world_seed": world})).shape for world in worlds}
+
+    def job_memory_spread(tables: dict[str, pd.DataFrame]) -> float:
+        """Median over tasks of the sd of log maxpss of their finished jobs (on the cores they asked for)."""
+        jobs = jobs_of(tables)
+        done = jobs[(jobs["jobstatus"] == "finished") & (jobs["actualcorecount"].fillna(jobs["corecount"])
+                                                          == jobs["corecount"])]
+        return done.groupby("jeditaskid")["maxpss"].agg(lambda pss: np.log(pss).std()).median()
+
+    spread = {world: job_memory_spread(tables) for world, tables in worlds.items()}
+    assert shapes[2].job_mem_sd[1] > 2 * shapes[3].job_mem_sd[1]
+    assert spread[2] > 1.5 * spread[3]
+
+    def mix(tasks: pd.DataFrame) -> tuple[float, float]:
+        managed = tasks[tasks["prodsourcelabel"] == "managed"]
+        return (tasks["prodsourcelabel"] == "user").mean(), (managed["processingtype"] == "deriv").mean()
+
+    deriv = [k.name for k in KINDS].index("deriv")
+    for world, other in ((2, 3), (3, 2)):
+        seen = np.array(mix(worlds[world]["jedi_tasks"]))
+        own, others = (np.array([shapes[w].user_share, shapes[w].kind_share[deriv]]) for w in (world, other))
+        assert (np.abs(seen - own) < np.abs(seen - others)).all(), (world, seen, own, others)
+
+
+def test_the_same_world_seed_gives_the_same_archive(worlds, tmp_path):
+    _, again = simulate(tmp_path / "again.sqlite", CLEAN.model_copy(update={"world_seed": 2}))
+    for name in KEYS:
+        pd.testing.assert_frame_equal(again[name], worlds[2][name])
+
+
+def test_a_window_with_a_world_seed_is_in_that_world(tmp_path):
+    params = CLEAN.model_copy(update={"tasks": 150, "world_seed": 2, "window": WindowParams(days=20, tasks=100)})
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    try:
+        simulate_archive(engine, panda_schema(), params, JEDI)
+        first = pd.read_sql(sa.text("SELECT MAX(jeditaskid) FROM jedi_tasks"), engine).iat[0, 0]
+        simulate_window(engine, panda_schema(), params, JEDI)
+        tasks = pd.read_sql(sa.text(f"SELECT * FROM jedi_tasks WHERE jeditaskid > {first}"), engine)
+    finally:
+        engine.dispose()
+    world, reference = draw_world(params), draw_world(params.model_copy(update={"world_seed": None}))
+    managers = set(tasks.loc[tasks["prodsourcelabel"] == "managed", "username"])
+    assert len(tasks) == 100 and managers
+    assert managers <= set(world.managers) and not managers & set(reference.managers)
+    mc = tasks["taskname"].str.match(r"mc\d\d_") & (tasks["prodsourcelabel"] == "managed")
+    dsids = tasks.loc[mc, "taskname"].str.split(".").str[1].astype(int)
+    assert len(dsids) and dsids.isin(world.processes["dsid"]).all()
 
 
 # ---------------------------------------------------------------------------------------------- later windows
