@@ -6,6 +6,8 @@ value becomes "others" or missing, never an error (new kinds of task appear all 
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 # The paper's normalised processing types (PANDA.md); anything else is "others".
@@ -19,6 +21,8 @@ FRAMEWORKS = (
     "AthSimulation", "MCProd",
 )
 OTHERS = "others"
+# A release "A.B.C" (what `release` gives) is number C of the series "A.B".
+RELEASE_IN_SERIES = re.compile(r"(\d+\.\d+)\.(\d+)")
 TAG_LETTERS = ("e", "s", "r", "p", "a", "f", "m", "d")
 
 
@@ -54,6 +58,19 @@ def release(transhome: pd.Series, transuses: pd.Series) -> pd.DataFrame:
         "release_major": numbers[0], "release_minor": numbers[1], "release_patch": numbers[2],
         "release": text,
     }, index=transhome.index)
+
+
+def release_series(value: str) -> tuple[str, int] | None:
+    """("24.0", 13) for "24.0.13"; None for a release without a number in a series ("24.0", "nightly")."""
+    match = RELEASE_IN_SERIES.fullmatch(value)
+    return (match[1], int(match[2])) if match else None
+
+
+def release_series_frame(releases: pd.Series) -> pd.DataFrame:
+    """`release_series` of many releases: columns series (string) and number (float, NaN if none)."""
+    parts = releases.astype("string").str.extract(f"^{RELEASE_IN_SERIES.pattern}$")
+    return pd.DataFrame({"series": parts[0].astype("string"), "number": pd.to_numeric(parts[1]).astype("float64")},
+                        index=releases.index)
 
 
 def taskname_tokens(taskname: pd.Series) -> pd.DataFrame:

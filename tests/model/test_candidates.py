@@ -3,11 +3,14 @@ learned, calibrated coverage, and models that come back identical from disk."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from models.candidates import CANDIDATES, Candidate
+from models.encoding import OTHER, CategoryEncoder
 from models.metrics import coverage
 from models.targets import TARGETS
 from models.train import candidate_config
@@ -92,3 +95,38 @@ def test_a_saved_candidate_predicts_the_same_after_loading(fitted, synthetic, na
 def test_the_scout_candidate_is_not_servable():
     assert not CANDIDATES["scout"].servable
     assert all(CANDIDATES[name].servable for name in ("default", *LEARNED))
+
+
+def release_encoder(releases: list[str], max_categories: int = 255) -> CategoryEncoder:
+    frame = pd.DataFrame({"release": pd.Series(releases, dtype="string"), "corecount": 1.0})
+    return CategoryEncoder.fit(frame, ["release"], ["corecount"], max_categories)
+
+
+def release_codes(encoder: CategoryEncoder, releases: list) -> list[float]:
+    return encoder.codes(pd.DataFrame({"release": pd.Series(releases, dtype="string")}))[:, 0].tolist()
+
+
+def test_a_new_release_takes_the_code_of_the_nearest_earlier_one_of_its_series():
+    known = [f"24.0.{n}" for n in (1, 2, 3, 5, 12)] * 2 + ["25.1.4"] * 2 + ["23.0.7"]  # 23.0.7 is too rare
+    encoder = release_encoder(known, max_categories=7)
+    code = {value: float(i) for i, value in enumerate(encoder.categories["release"])}
+    assert OTHER in code and "23.0.7" not in code
+    new = ["24.0.13", "24.0.4", "24.0.5", "25.1.9", "24.0.0", "25.1.3", "26.0.1", "24.0", "23.0.8", "nightly", None]
+    expected = [code["24.0.12"], code["24.0.3"], code["24.0.5"], code["25.1.4"],
+                # nothing earlier in its series, an unknown series, no number, no kept release in its series
+                *[code[OTHER]] * 6, np.nan]
+    np.testing.assert_array_equal(release_codes(encoder, new * 2), expected * 2)  # again from the remembered
+    assert np.isnan(release_codes(release_encoder(["24.0.3", "24.0.4"]), ["24.0.1"])[0])  # no "other" code
+
+
+def test_a_stored_encoder_places_new_releases_as_before_and_an_older_one_still_loads():
+    encoder = release_encoder(["24.0.1", "24.0.12", "24.0.12", "25.0.2"])
+    code = {value: float(i) for i, value in enumerate(encoder.categories["release"])}
+    stored = CategoryEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
+    new = ["24.0.13", "25.0.3", "24.0.12", "26.0.1"]
+    expected = [code["24.0.12"], code["25.0.2"], code["24.0.12"], np.nan]
+    np.testing.assert_array_equal(release_codes(stored, new), expected)
+    np.testing.assert_array_equal(release_codes(stored, new), release_codes(encoder, new))
+    older = {key: value for key, value in encoder.to_dict().items() if key != "releases"}
+    np.testing.assert_array_equal(release_codes(CategoryEncoder.from_dict(older), new),
+                                  [np.nan, np.nan, code["24.0.12"], np.nan])  # as its model was trained
