@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python -m benchmarks.features
 	$(BIN)/python -m benchmarks.training
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.backtest
 
 # Re-pin the whole dependency set after changing pyproject.toml's dependencies.
 lock:

@@ -50,8 +50,7 @@ def measure(size: int) -> dict:
     tasks, labels = replicated(size)
     before = peak_rss_mb()
     started = time.perf_counter()
-    features, table = build_features(tasks, labels, list(params.targets), params.split.holdout_fraction,
-                                     params.split.n_folds)
+    features, table = build_features(tasks, labels, list(params.targets))
     seconds = time.perf_counter() - started
     return {"tasks": size, "seconds": seconds, "tasks_per_s": size / seconds, "peak_rss_mb": peak_rss_mb(),
             "rss_before_build_mb": before, "columns": features.shape[1], "history_rows": len(table)}

@@ -4,7 +4,7 @@ larger replica of them, side by side.
     python -m benchmarks.training [--sizes 0 200000]
 
 Size 0 means the features as they are (run the pipeline first); a positive size replicates the labelled
-rows (new ids, creation times kept in order so the time split still holds) to that many tasks. Each size
+rows (new ids, creation and label times kept in order so the time windows still hold) to that many tasks. Each size
 runs in a fresh process. Writes benchmarks/results/training.{json,md}.
 """
 
@@ -27,7 +27,7 @@ MODULE = "benchmarks.training"
 
 def features_of_size(size: int) -> pd.DataFrame:
     features = pd.read_parquet(REPO / "data" / "features" / "features.parquet")
-    features = features[features["split"] != "unlabelled"].sort_values("creationdate").reset_index(drop=True)
+    features = features[features["labels_known_at"].notna()].sort_values("creationdate").reset_index(drop=True)
     if size <= 0:
         return features
     picks = np.sort(np.random.default_rng(0).integers(0, len(features), size=size))
@@ -37,6 +37,7 @@ def features_of_size(size: int) -> pd.DataFrame:
 
 
 def measure(size: int) -> dict:
+    from models.protocol import DAY, pipeline_now
     from models.train import train_target
     from scoutless.params import load_params
 
@@ -44,9 +45,10 @@ def measure(size: int) -> dict:
     features = features_of_size(size)
     jobs = pd.read_parquet(REPO / "data" / "validated" / "jobs.parquet") if size <= 0 else None
     per_target = {}
+    origin = pipeline_now(features, params.split) - params.split.test_days * DAY
     started = time.perf_counter()
     for target in params.targets:
-        result = train_target(features, jobs, target, params)
+        result = train_target(features, jobs, target, params, origin)
         per_target[target] = {"seconds": sum(result.seconds.values()), "by_candidate": result.seconds}
     return {"tasks": len(features), "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(),
             "per_target": per_target}

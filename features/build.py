@@ -78,26 +78,10 @@ def labels_known_at(tasks: pd.DataFrame) -> pd.Series:
     return ended.where(ended >= created, created).where(ended.notna())
 
 
-def assign_split(created: pd.Series, labelled: pd.Series, holdout_fraction: float, n_folds: int) -> pd.DataFrame:
-    """Time-ordered split of the labelled tasks: the newest `holdout_fraction` by creationdate is the
-    holdout; the earlier ones form `n_folds` consecutive time blocks (fold 0 oldest) for validation."""
-    order = created[labelled].sort_values(kind="stable").index
-    n_holdout = int(round(len(order) * holdout_fraction))
-    n_train = len(order) - n_holdout
-    split = pd.Series("unlabelled", index=created.index, dtype="string")
-    fold = pd.Series(-1, index=created.index, dtype="int64")
-    split[order[:n_train]] = "train"
-    split[order[n_train:]] = "holdout"
-    if n_train:
-        fold[order[:n_train]] = np.arange(n_train) * n_folds // n_train
-    return pd.DataFrame({"split": split, "fold": fold})
-
-
-def build_features(
-    tasks: pd.DataFrame, labels: pd.DataFrame, targets: list[str], holdout_fraction: float, n_folds: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(features of every task, the history table). Features carry jeditaskid, creationdate, the split,
-    the labels (NaN where the task has none yet) and the scout values, beside the model inputs."""
+def build_features(tasks: pd.DataFrame, labels: pd.DataFrame, targets: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(features of every task, the history table). Features carry jeditaskid, creationdate, when the
+    labels became known (models.protocol cuts the windows in time from these two), the labels (NaN where
+    the task has none yet) and the scout values, beside the model inputs."""
     tasks = tasks.reset_index(drop=True)
     own = submission_features(tasks)
     labelled = tasks[["jeditaskid"]].merge(labels[["jeditaskid", *targets]], on="jeditaskid", how="left")
@@ -105,12 +89,12 @@ def build_features(
     events["available_at"] = labels_known_at(tasks)
     events = events[labelled[targets].notna().any(axis=1)]
     table = history_table(events, targets)
-    base = pd.DataFrame({"jeditaskid": tasks["jeditaskid"], "creationdate": pd.to_datetime(tasks["creationdate"])})
     has_label = labelled[targets].notna().any(axis=1)
-    split = assign_split(base["creationdate"], has_label, holdout_fraction, n_folds)
+    base = pd.DataFrame({"jeditaskid": tasks["jeditaskid"], "creationdate": pd.to_datetime(tasks["creationdate"]),
+                         "labels_known_at": labels_known_at(tasks).where(has_label)})
     scouts = tasks[[c for c in tasks.columns if c.startswith("scout_")]]
     features = pd.concat(
-        [base, split, own, history_features(tasks.assign(**own), table, targets),
+        [base, own, history_features(tasks.assign(**own), table, targets),
          labelled[targets].add_prefix("label_"), scouts],
         axis=1,
     )

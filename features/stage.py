@@ -1,4 +1,4 @@
-"""The features stage: data/validated -> data/features (features, history table and its snapshot)."""
+"""The features stage: data/validated -> data/features (features and the history table)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from features.build import build_features, feature_columns
-from features.history import snapshot
 from scoutless.params import Params
 from scoutless.paths import resolve, write_parquet
 from validation.report import write_html_report
@@ -22,8 +21,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FeaturesSummary:
     tasks: int
-    train: int
-    holdout: int
+    labelled: int
     unlabelled: int
     quarantined: int
     n_features: int
@@ -36,7 +34,7 @@ def run_features(params: Params) -> FeaturesSummary:
     tasks = pd.read_parquet(validated / "tasks.parquet")
     labels = pd.read_parquet(validated / "labels.parquet")
     targets = list(params.targets)
-    features, table = build_features(tasks, labels, targets, params.split.holdout_fraction, params.split.n_folds)
+    features, table = build_features(tasks, labels, targets)
 
     suite = features_suite(params.validation, feature_columns(targets), targets)
     outcome = validate_table(features, suite, "features")
@@ -49,10 +47,9 @@ def run_features(params: Params) -> FeaturesSummary:
 
     write_parquet(good, out / "features.parquet")
     write_parquet(table, out / "history.parquet")
-    write_parquet(snapshot(table), out / "history_snapshot.parquet")
-    counts = good["split"].value_counts()
+    labelled = int(good["labels_known_at"].notna().sum())
     return FeaturesSummary(
-        tasks=len(good), train=int(counts.get("train", 0)), holdout=int(counts.get("holdout", 0)),
-        unlabelled=int(counts.get("unlabelled", 0)), quarantined=len(bad), n_features=len(feature_columns(targets)),
+        tasks=len(good), labelled=labelled, unlabelled=len(good) - labelled, quarantined=len(bad),
+        n_features=len(feature_columns(targets)),
         seconds=round(time.perf_counter() - started, 2),
     )

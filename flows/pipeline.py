@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from flows.stages import (
     extract_flow,
     features_flow,
+    history_flow,
     monitor_flow,
     package_flow,
     select_flow,
@@ -90,13 +91,14 @@ def pipeline_flow(archive: str | None = None, full_extract: bool = False, versio
 
 @flow(name="drift-check", log_prints=True)
 def drift_check_flow(archive: str | None = None, retrain: bool = True, version: bool = True) -> dict:
-    """Extract the newest tasks, check drift against the promoted models' training window, and when the
-    retrain rule fires (monitor.retrain) run the retrain flow: the new winner is promoted only through the
-    selection gate."""
+    """Extract the newest tasks, refresh the history the service reads, check drift against the promoted
+    models' training window, and when the retrain rule fires (monitor.retrain) run the retrain flow: the new
+    winner is promoted only through the selection gate."""
     logger = get_run_logger()
     extract_flow(archive, False)
     validate_flow()
     features_flow()
+    history_flow()
     drift = monitor_flow()
     outcome = {"verdict": drift["verdict"], "reasons": drift["reasons"], "retrained": None}
     if drift["retrain"] and retrain:

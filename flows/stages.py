@@ -90,7 +90,7 @@ def features_task() -> dict:
 
 @flow(name="features", log_prints=True)
 def features_flow() -> dict:
-    """Build the submission-time and history features, and the time-ordered split."""
+    """Build the submission-time and history features."""
     return features_task()
 
 
@@ -114,7 +114,7 @@ def train_flow(targets: list[str] | None = None) -> dict:
     rows = [[target, name, f"{m.get(metric) or float('nan'):.4g}", f"{m.get('coverage_q90') or float('nan'):.3f}"]
             for target, result in results.items() for name, m in result["candidates"].items()]
     create_markdown_artifact(_markdown_table(["target", "candidate", metric, "coverage q90"], rows),
-                             key="training", description="Holdout scores of every candidate")
+                             key="training", description="Test-window scores of every candidate")
     return results
 
 
@@ -127,7 +127,8 @@ def select_task() -> dict:
 
 @flow(name="select", log_prints=True)
 def select_flow() -> dict:
-    """Choose each target's winner; promote it only through the quality gate."""
+    """Choose each target's winner on the validation window; through the quality gate, refit it as of now
+    and promote it."""
     outcome = select_task()
     leaderboard = resolve(stage_params().paths.artifacts) / "leaderboard.md"
     create_markdown_artifact(leaderboard.read_text(), key="leaderboard", description="Candidates per target")
@@ -152,8 +153,8 @@ def monitor_flow() -> dict:
         lines.append(f"\nDrifted features: {report['features']['drifted_share']:.0%} "
                      f"({', '.join(report['features']['drifted']) or 'none'})\n")
         lines.append(_markdown_table(
-            ["target", "labelled current", "current error", "holdout error", "above margin"],
-            [[t, e["labelled"], f"{e['current']:.4g}", f"{e['holdout']:.4g}", "yes" if e["exceeds_margin"] else "no"]
+            ["target", "labelled current", "current error", "reference error", "above margin"],
+            [[t, e["labelled"], f"{e['current']:.4g}", f"{e['reference']:.4g}", "yes" if e["exceeds_margin"] else "no"]
              for t, e in report["errors"].items()]))
     create_markdown_artifact("\n".join(lines), key="drift", description="Drift check")
     _file_link(report["pages"]["index"], "Drift report", "drift-report", "Evidently drift reports")
@@ -176,3 +177,33 @@ def package_flow() -> dict:
         ["target", "model"], [[t, tag] for t, tag in result["models"].items()]), key="bento",
         description="The built Bento and the models in it")
     return result
+
+
+@task
+def history_task() -> dict:
+    from features.history_artifact import write_history
+
+    params = stage_params()
+    return write_history(params, params.split.as_of)
+
+
+@flow(name="history", log_prints=True)
+def history_flow() -> dict:
+    """Refresh the history snapshot the service reads from the newest finished tasks (no retraining)."""
+    return history_task()
+
+
+@task
+def backtest_task() -> dict:
+    from models.backtest import run_backtest
+
+    return run_backtest(stage_params())
+
+
+@flow(name="backtest", log_prints=True)
+def backtest_flow() -> dict:
+    """Replay the pipeline at several earlier origins; judge each served model on the tasks that came next."""
+    summary = backtest_task()
+    report = resolve(stage_params().paths.artifacts) / "backtest.md"
+    create_markdown_artifact(report.read_text(), key="backtest", description="Rolling-origin backtest")
+    return summary

@@ -9,8 +9,8 @@
 - xgboost  XGBoost with the quantile objective, conformalised
 
 Learned candidates model skewed targets in log space and are calibrated by conformalized quantile
-regression (CQR): each quantile is shifted by the matching quantile of its errors on the newest training
-fold, which the model did not see; the quantiles are then sorted so that they never cross.
+regression (models.calibration) on the validation window, which they did not learn from; they are not refit
+afterwards, so the offsets belong to the model that answers. The quantiles are sorted so that they never cross.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from features.history import group_key
+from models.calibration import ConformalOffsets
 from models.encoding import CategoryEncoder
 from models.metrics import QUANTILE_COLUMNS, QUANTILES
+from models.protocol import interleaved_halves
 from models.targets import TargetSpec
 
 PAPER_CATEGORICAL = ["prodsourcelabel", "processing_type", "framework", "corecount_class"]
@@ -40,20 +42,6 @@ def as_quantile_frame(values: np.ndarray, index: pd.Index, spec: TargetSpec, mod
     return pd.DataFrame(values, index=index, columns=list(QUANTILE_COLUMNS))
 
 
-def conformal_offsets(y: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Per quantile level q, the finite-sample q-quantile of (y - prediction_q) on calibration rows:
-    adding it makes the q-quantile cover a share q of new rows from the same distribution."""
-    offsets = np.zeros(len(QUANTILES))
-    for i, q in enumerate(QUANTILES):
-        scores = np.sort(y - predicted[:, i])
-        scores = scores[~np.isnan(scores)]
-        if len(scores) == 0:
-            continue
-        rank = min(len(scores) - 1, int(np.ceil((len(scores) + 1) * q)) - 1)
-        offsets[i] = scores[rank]
-    return offsets
-
-
 class Candidate(ABC):
     name: ClassVar[str]
     servable: ClassVar[bool] = True
@@ -62,9 +50,18 @@ class Candidate(ABC):
         self.spec, self.config = spec, config
 
     @abstractmethod
-    def fit(self, train: pd.DataFrame, y: np.ndarray, calibration: np.ndarray) -> Candidate:
-        """Fit on `train` (its features) and `y` (target units); `calibration` marks the rows kept aside to
-        calibrate (the newest training fold)."""
+    def fit(self, train: pd.DataFrame, y: np.ndarray) -> Candidate:
+        """Fit on `train` (its features) and `y` (target units)."""
+
+    def calibrate(self, frame: pd.DataFrame, y: np.ndarray, age_days: np.ndarray) -> Candidate:
+        """Calibrate on tasks it did not learn from (`age_days`: how long before the origin each was
+        created). Only the learned candidates have anything to calibrate."""
+        return self
+
+    def calibrated_out_of_sample(self, frame: pd.DataFrame, y: np.ndarray, age_days: np.ndarray) -> pd.DataFrame:
+        """Predictions for the calibration tasks themselves, each half calibrated on the other half: what
+        selection scores, so that a candidate is not judged on the offsets it was fitted to."""
+        return self.predict(frame)
 
     @abstractmethod
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame: ...
@@ -100,7 +97,7 @@ class Candidate(ABC):
 class DefaultCandidate(Candidate):
     name = "default"
 
-    def fit(self, train, y, calibration):
+    def fit(self, train, y):
         return self
 
     def predict(self, frame):
@@ -113,7 +110,7 @@ class ScoutCandidate(Candidate):
     name = "scout"
     servable = False  # the scouts' values exist only once the scouts have run
 
-    def fit(self, train, y, calibration):
+    def fit(self, train, y):
         return self
 
     def predict(self, frame):
@@ -128,7 +125,7 @@ class HistoryCandidate(Candidate):
 
     name = "history"
 
-    def fit(self, train, y, calibration):
+    def fit(self, train, y):
         rows = []
         for level, columns in enumerate(self.config["groups"]):
             keyed = pd.DataFrame({"key": group_key(train, tuple(columns)), "y": y}).dropna()
@@ -162,28 +159,43 @@ class HistoryCandidate(Candidate):
 
 
 class LearnedCandidate(Candidate):
-    """Shared by the learned candidates: encoding, log space, CQR calibration, refit on all rows."""
+    """Shared by the learned candidates: encoding, log space, conformal calibration."""
 
     def features(self) -> tuple[list[str], list[str]]:
         return self.config["categorical"], self.config["numeric"]
 
-    def fit(self, train, y, calibration):
+    def fit(self, train, y):
         categorical, numeric = self.features()
         self.encoder = CategoryEncoder.fit(train, categorical, numeric, self.config.get("max_categories", 255))
         y_model = self.spec.to_model_space(y)
         known = ~np.isnan(y_model)
-        self.offsets = np.zeros(len(QUANTILES))
-        fit_rows = known & ~calibration
-        if calibration.any() and fit_rows.sum() > 0:
-            self._fit(train[fit_rows], y_model[fit_rows])
-            calib_rows = known & calibration
-            self.offsets = conformal_offsets(y_model[calib_rows], self._predict(train[calib_rows]))
-        if self.config.get("refit_on_all", True) or not calibration.any():
-            self._fit(train[known], y_model[known])
+        if not known.any():
+            raise ValueError(f"{self.name}: no labelled task to fit {self.spec.name} on")
+        self._fit(train[known], y_model[known])
+        self.calibration = ConformalOffsets()
         return self
 
+    def _offsets(self, frame, raw, y, age_days) -> ConformalOffsets:
+        return ConformalOffsets.fit(self.spec.to_model_space(y), raw, frame, np.asarray(age_days, dtype="float64"),
+                                    self.config.get("calibration", {}))
+
+    def calibrate(self, frame, y, age_days):
+        self.calibration = self._offsets(frame, self._predict(frame), y, age_days)
+        return self
+
+    def calibrated_out_of_sample(self, frame, y, age_days):
+        raw, half = self._predict(frame), interleaved_halves(frame)
+        y, age_days = np.asarray(y, dtype="float64"), np.asarray(age_days, dtype="float64")
+        calibrated = np.full_like(raw, np.nan)
+        for part in (0, 1):
+            mine, other = half == part, half != part
+            offsets = self._offsets(frame[other], raw[other], y[other], age_days[other])
+            calibrated[mine] = offsets.apply(raw[mine], frame[mine])
+        return as_quantile_frame(calibrated, frame.index, self.spec, model_space=True)
+
     def predict(self, frame):
-        return as_quantile_frame(self._predict(frame) + self.offsets, frame.index, self.spec, model_space=True)
+        return as_quantile_frame(self.calibration.apply(self._predict(frame), frame), frame.index, self.spec,
+                                 model_space=True)
 
     @abstractmethod
     def _fit(self, frame: pd.DataFrame, y_model: np.ndarray) -> None: ...
@@ -193,11 +205,11 @@ class LearnedCandidate(Candidate):
         """(n, 3) quantiles in model space, before calibration."""
 
     def state(self):
-        return {"encoder": self.encoder.to_dict(), "offsets": self.offsets.tolist()}
+        return {"encoder": self.encoder.to_dict(), "calibration": self.calibration.to_dict()}
 
     def set_state(self, state):
         self.encoder = CategoryEncoder.from_dict(state["encoder"])
-        self.offsets = np.asarray(state["offsets"])
+        self.calibration = ConformalOffsets.from_dict(state["calibration"])
 
 
 class XGBoostCandidate(LearnedCandidate):

@@ -17,7 +17,8 @@ from models.metrics import QUANTILE_COLUMNS, QUANTILES
 from scoutless.paths import atomic_path
 
 PLOT_NAMES = ("predicted_vs_actual", "calibration", "residuals_by_processing_type")
-DATA_WINDOW_KEYS = ("train_start", "train_end", "holdout_start", "holdout_end", "n_train", "n_holdout")
+DATA_WINDOW_KEYS = ("labels_known_by", "train_start", "train_end", "validation_start", "validation_end",
+                    "test_start", "test_end", "n_train", "n_validation", "n_test")
 CARD_METRICS = (
     "pinball_request", "coverage_q90", "coverage_q95", "mae", "mape", "r2", "failure_share", "slack_share",
 )
@@ -86,7 +87,7 @@ def _predicted_vs_actual(fig, label: str, y_true: pd.Series, winner_frame: pd.Da
         ax.text(0.5, 0.5, "no task with both an actual value and a prediction", ha="center", transform=ax.transAxes)
     ax.set_xlabel(f"actual {label}")
     ax.set_ylabel(f"predicted {label}")
-    ax.set_title(f"{label}: {winner} predicted vs actual, holdout ({shown})")
+    ax.set_title(f"{label}: {winner} predicted vs actual, test window ({shown})")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
 
@@ -110,7 +111,7 @@ def _calibration(fig, label: str, y_true: pd.Series, predictions: dict[str, pd.D
     ax.set_xticks(QUANTILES)
     ax.set_xlabel("nominal quantile")
     ax.set_ylabel("empirical coverage: share of tasks with actual ≤ predicted")
-    ax.set_title(f"{label}: calibration of q50 / q90 / q95 on the holdout")
+    ax.set_title(f"{label}: calibration of q50 / q90 / q95 on the test window")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
 
@@ -180,8 +181,8 @@ def model_card(
 
     `metrics` maps candidate -> `models.metrics.evaluate` output. `servable` names the candidates that can
     answer at submission time; the others (e.g. "scout") are shown for comparison only. `data_window`
-    holds train_start, train_end, holdout_start, holdout_end (dates, any printable form) and n_train,
-    n_holdout (task counts).
+    holds DATA_WINDOW_KEYS: the windows' bounds (dates, any printable form) and task counts
+    (models.protocol.Windows.describe).
     """
     missing = [key for key in DATA_WINDOW_KEYS if key not in data_window]
     if missing:
@@ -197,17 +198,21 @@ def model_card(
         f"- Target: `{target}`, in PanDA's unit **{unit}**, per task, from what is known at submission.",
         f"- Quantiles: {quantiles}. The **{request_quantile}** is the value sent to JEDI as the request;",
         "  the others say how much headroom the request has.",
-        f"- Winner: **{winner}**, of {len(metrics)} candidates scored on the same later-in-time holdout.",
+        f"- Winner: **{winner}**, of {len(metrics)} candidates, chosen on the validation window and judged on "
+        "the test window after it.",
         "",
         "## Data window",
-        f"- Train: {data_window['train_start']} to {data_window['train_end']}, {data_window['n_train']:,} tasks.",
-        f"- Holdout (later in time, scored): {data_window['holdout_start']} to {data_window['holdout_end']}, "
-        f"{data_window['n_holdout']:,} tasks.",
+        f"- Train: the {data_window['n_train']:,} tasks whose labels were known by "
+        f"{data_window['labels_known_by']} (created {data_window['train_start']} to {data_window['train_end']}).",
+        f"- Validation (calibration, selection): {data_window['n_validation']:,} tasks created "
+        f"{data_window['validation_start']} to {data_window['validation_end']}, labels known by the end.",
+        f"- Test (reported, and the gate): {data_window['n_test']:,} tasks created {data_window['test_start']} "
+        f"to {data_window['test_end']}.",
         "",
         f"## Features ({len(features)})",
         textwrap.fill(", ".join(features), width=100) if features else "(none)",
         "",
-        "## Metrics on the holdout",
+        "## Metrics on the test window",
         f"pinball_request: pinball loss of {request_quantile} ({space}; lower is better); coverage_qNN: share of "
         "tasks at or below the quantile; failure_share: share of finished jobs above their task's request; "
         "slack_share: requested beyond need, as a share of the request; mae, mape (%, over actual > 0), r2: "
@@ -228,8 +233,8 @@ def model_card(
     lines += ["", "## Calibration", _calibration_statement(metrics[winner]), "", "## Known limits"]
     lines += [f"- {note}" for note in notes]
     lines += [
-        "- Scored on one later-in-time holdout; new releases, campaigns and sites shift the values, "
-        "which the drift check watches.",
+        "- Scored on one test window; `scoutless backtest` repeats the protocol at several origins. New "
+        "releases, campaigns and sites shift the values, which the drift check watches.",
         "- Quantiles are per task; jobs of one task vary around it, so the failure share counts jobs, "
         "and a task's own spread is not predicted.",
     ]
@@ -245,18 +250,23 @@ def _calibration_statement(winner_metrics: dict) -> str:
         else "below 0.87: the q90 is too low, more tasks exceed it than intended" if covered < 0.90
         else "above 0.93: the q90 is too high, requests carry more headroom than intended"
     )
-    return f"The winner's q90 covers {covered:.3f} of holdout tasks ({verdict})."
+    return f"The winner's q90 covers {covered:.3f} of the test window's tasks ({verdict})."
 
 
 def leaderboard(all_metrics: dict[str, dict[str, dict]], winners: dict[str, str], metric: str) -> str:
-    """Markdown ranking of the candidates of every target by `metric` (lowest first, missing last)."""
-    lines = [f"# Leaderboard by {metric} (lower is better)"]
+    """Markdown ranking of the candidates of every target by `metric` on the test window (lowest first,
+    missing last), beside the validation score that chose the winner."""
+    lines = [f"# Leaderboard by {metric} on the test window (lower is better)",
+             "", "The winner is chosen by the validation score; the test window is only reported."]
     for target, metrics in all_metrics.items():
-        lines += ["", f"## {target}", "", f"| rank | candidate | {metric} | coverage_q90 | n |",
-                  "|---:|---|---:|---:|---:|"]
+        lines += ["", f"## {target}", "",
+                  f"| rank | candidate | {metric} | coverage_q90 | n | validation {metric} |",
+                  "|---:|---|---:|---:|---:|---:|"]
         for rank, candidate in enumerate(_ranked(metrics, metric), start=1):
             scores = metrics[candidate]
             name = f"**{candidate}** (winner)" if winners.get(target) == candidate else candidate
+            chosen_on = scores.get("validation", {}).get(metric)
             lines.append(f"| {rank} | {name} | {_format(metric, scores.get(metric))} | "
-                         f"{_format('coverage_q90', scores.get('coverage_q90'))} | {_format('n', scores.get('n'))} |")
+                         f"{_format('coverage_q90', scores.get('coverage_q90'))} | {_format('n', scores.get('n'))} | "
+                         f"{_format(metric, chosen_on)} |")
     return "\n".join(lines) + "\n"

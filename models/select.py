@@ -1,12 +1,14 @@
 """The select stage: per target, the winner among the candidates that can answer at submission time,
-promoted only through a quality gate; then the leaderboard, model cards and plots.
+through a quality gate, refit as of now and promoted; then the leaderboard, model cards and plots.
 
-Winner: the servable candidate with the lowest `select.metric` on the holdout. Gate: the currently
-promoted model of the target is scored again on the same holdout; the winner replaces it only if it
-does better (or if nothing is promoted yet). When it does not, the stage fails or warns and keeps the
-promoted model, as `select.gate` says. Promotion swaps a fully written folder into
-artifacts/promoted/<target>/: the candidate's files, the history snapshot its features need, and
-promotion.json (version, data window, holdout metrics).
+Winner: the servable candidate with the lowest `select.metric` on the validation window. Gate: the promoted
+configuration (candidate and settings) is trained again by the same protocol as the winner, as of the test
+window's start, and both are scored on the test window; the winner replaces it if it does at least as well
+(or if nothing is promoted yet). When it does not, the stage fails, or warns and keeps the promoted
+configuration, as `select.gate` says. Whatever configuration goes on is refit as of now (models.protocol:
+every label known by now, the newest validation_days of them as its calibration) and promoted: a folder
+swapped into artifacts/promoted/<target>/ holding the candidate's files, the history snapshot as of now and
+promotion.json (version, data window, the configuration's test metrics).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from pathlib import Path
 import pandas as pd
 
 from features.build import feature_columns
-from models.candidates import Candidate
+from features.history_artifact import write_history
 from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
 from models.metrics import QUANTILE_COLUMNS
+from models.protocol import DAY, Windows, as_of_view, pipeline_now
 from models.report import leaderboard, model_card, write_plots
 from models.targets import TARGETS
-from models.train import holdout_rows, score
+from models.train import by_task, fit_as_of, load_training_data, score
 from scoutless.params import Params
 from scoutless.paths import atomic_path, build_dir, replace_dir, resolve, write_json
 
@@ -43,10 +46,14 @@ def _finite(value) -> float:
 
 
 def choose_winner(metrics: dict[str, dict], metric: str) -> str:
-    servable = {name: m for name, m in metrics.items() if m.get("servable") and math.isfinite(_finite(m.get(metric)))}
+    """The servable candidate with the lowest validation `metric`."""
+    def chosen_on(name: str) -> float:
+        return _finite(metrics[name].get("validation", {}).get(metric))
+
+    servable = [name for name, m in metrics.items() if m.get("servable") and math.isfinite(chosen_on(name))]
     if not servable:
-        raise ValueError(f"no servable candidate has a finite {metric}")
-    return min(servable, key=lambda name: servable[name][metric])
+        raise ValueError(f"no servable candidate has a finite validation {metric}")
+    return min(servable, key=chosen_on)
 
 
 def model_version(folder: Path) -> str:
@@ -63,50 +70,72 @@ def read_promotion(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def promote(target: str, winner: str, params: Params, metrics: dict, window: dict) -> dict:
-    """Copy the winner and its history snapshot into artifacts/promoted/<target>/, atomically."""
+def stored_configuration(folder: Path) -> tuple[str, dict]:
+    """(candidate name, settings) of a saved candidate: what the gate retrains."""
+    manifest = json.loads((folder / "candidate.json").read_text())
+    return manifest["candidate"], manifest["config"]
+
+
+def promote(target: str, configuration: tuple[str, dict], params: Params, features: pd.DataFrame,
+            now: pd.Timestamp, test_metrics: dict) -> dict:
+    """Refit `configuration` as of `now` and swap it, with the history snapshot as of now, into
+    artifacts/promoted/<target>/."""
+    name, config = configuration
+    windows = Windows.at(now, params.split)
+    candidate, fit, validation = fit_as_of(name, config, TARGETS[target], features, windows)
     promoted_root = resolve(params.paths.promoted)
     build = build_dir(promoted_root / target)
-    shutil.copytree(resolve(params.paths.models) / target / winner, build / MODEL_DIR)
-    shutil.copy2(resolve(params.paths.features) / SNAPSHOT_FILE, build / SNAPSHOT_FILE)
+    candidate.save(build / MODEL_DIR)
+    shutil.copy2(resolve(params.paths.history) / SNAPSHOT_FILE, build / SNAPSHOT_FILE)
     info = {
-        "target": target, "candidate": winner, "version": f"{target}-{winner}-{model_version(build)}",
+        "target": target, "candidate": name, "version": f"{target}-{name}-{model_version(build)}",
         "unit": TARGETS[target].unit, "request_quantile": params.train.request_quantile.get(target, "q90"),
-        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"), "data_window": window,
-        "holdout_metrics": metrics,
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"), "as_of": str(now),
+        "data_window": windows.describe(fit, validation, None), "test_metrics": test_metrics,
     }
     write_json(build / PROMOTION_FILE, info)
     replace_dir(build, promoted_root / target)
     return info
 
 
-def gate(target: str, winner: str, metrics: dict[str, dict], holdout: pd.DataFrame, jobs: pd.DataFrame,
-         params: Params) -> tuple[bool, str]:
-    """(promote?, why). The promoted model is scored on today's holdout, exactly as the winner was."""
+def gate(target: str, winner: tuple[str, dict], winner_test: dict, features: pd.DataFrame, jobs: pd.DataFrame,
+         params: Params, test_origin: pd.Timestamp) -> tuple[bool, str, tuple[str, dict] | None, dict | None]:
+    """(promote the winner?, why, the promoted configuration, its test metrics). The promoted configuration
+    is trained by the same protocol as the winner, as of `test_origin`, and scored on the same test window."""
     folder = resolve(params.paths.promoted) / target
     current = read_promotion(folder)
     if current is None:
-        return True, "nothing promoted yet"
-    spec = TARGETS[target]
+        return True, "nothing promoted yet", None, None
     try:
-        promoted = Candidate.load(folder / MODEL_DIR, spec)
-        predicted = promoted.predict(holdout)
-    except (OSError, KeyError, ValueError) as exc:  # a model from an older feature set cannot be scored
-        return True, f"promoted model {current['version']} cannot be scored on today's features ({exc})"
-    # The same request quantile as the winner's score: otherwise the two numbers measure different things.
-    scored = score(spec, holdout, predicted, params.train.request_quantile.get(target, "q90"), jobs)
-    metric = params.select.metric
-    new, old = _finite(metrics[winner][metric]), _finite(scored.get(metric))
-    if new < old:
-        return True, f"{winner} {metric}={new:.4g} beats promoted {current['version']} ({old:.4g})"
-    return False, f"{winner} {metric}={new:.4g} does not beat promoted {current['version']} ({old:.4g})"
+        promoted = stored_configuration(folder / MODEL_DIR)
+    except (OSError, KeyError, ValueError) as exc:
+        return True, f"promoted model {current['version']} has no configuration to retrain ({exc})", None, None
+    if promoted == winner:
+        return True, f"{winner[0]} is the promoted configuration: refit as of now", promoted, winner_test
+    spec, metric = TARGETS[target], params.select.metric
+    windows = Windows.at(test_origin, params.split)
+    try:
+        candidate, _, _ = fit_as_of(*promoted, spec, features, windows)
+        test = by_task(windows.test_rows(features, target))
+        scored = score(spec, test, candidate.predict(test), params.train.request_quantile.get(target, "q90"), jobs)
+    except (KeyError, ValueError) as exc:  # a configuration of an older feature set may not train today
+        return True, f"promoted configuration {promoted[0]} cannot be retrained on today's features ({exc})", None, None
+    new, old = _finite(winner_test.get(metric)), _finite(scored.get(metric))
+    if new <= old:
+        return True, f"{winner[0]} test {metric}={new:.4g} is no worse than promoted {promoted[0]} ({old:.4g})", \
+            promoted, scored
+    return False, f"{winner[0]} test {metric}={new:.4g} is worse than promoted {promoted[0]} ({old:.4g})", \
+        promoted, scored
 
 
 def run_select(params: Params) -> dict:
     """The select stage entry point."""
     artifacts = resolve(params.paths.artifacts)
-    features = pd.read_parquet(resolve(params.paths.features) / "features.parquet")
-    jobs = pd.read_parquet(resolve(params.paths.validated) / "jobs.parquet")
+    features, jobs = load_training_data(params)
+    now = pipeline_now(features, params.split)
+    features = as_of_view(features, now)
+    test_origin = now - params.split.test_days * DAY
+    write_history(params, now)
     metric = params.select.metric
     all_metrics, winners, outcome, refused = {}, {}, {}, []
     for target in params.targets:
@@ -114,16 +143,22 @@ def run_select(params: Params) -> dict:
         metrics, window = scored["candidates"], scored["data_window"]
         winner = choose_winner(metrics, metric)
         all_metrics[target], winners[target] = metrics, winner
-        holdout = holdout_rows(features, target)
-        accepted, why = gate(target, winner, metrics, holdout, jobs, params)
+        configuration = stored_configuration(resolve(params.paths.models) / target / winner)
+        accepted, why, promoted, promoted_test = gate(target, configuration, metrics[winner], features, jobs,
+                                                      params, test_origin)
         if accepted:
-            info = promote(target, winner, params, metrics[winner], window)
+            info = promote(target, configuration, params, features, now, metrics[winner])
             outcome[target] = {"promoted": info["version"], "why": why}
-        else:
+        elif params.select.gate == "fail":
             refused.append(f"{target}: {why}")
             outcome[target] = {"kept": read_promotion(resolve(params.paths.promoted) / target)["version"], "why": why}
+        else:
+            info = promote(target, promoted, params, features, now, promoted_test)
+            refused.append(f"{target}: {why}")
+            outcome[target] = {"kept": info["version"], "why": why}
         log.info("%s: %s", target, why)
-        write_target_report(target, winner, metrics, window, holdout, params)
+        test = by_task(Windows.at(test_origin, params.split).test_rows(features, target))
+        write_target_report(target, winner, metrics, window, test, params)
 
     with atomic_path(artifacts / "leaderboard.md") as tmp:
         tmp.write_text(leaderboard(all_metrics, winners, metric))
@@ -137,26 +172,27 @@ def run_select(params: Params) -> dict:
     if refused and params.select.gate == "fail":
         raise GateError("; ".join(refused))
     for message in refused:
-        log.warning("kept the promoted model: %s", message)
+        log.warning("kept the promoted configuration: %s", message)
     return outcome
 
 
-def write_target_report(target: str, winner: str, metrics: dict, window: dict, holdout: pd.DataFrame,
+def write_target_report(target: str, winner: str, metrics: dict, window: dict, test: pd.DataFrame,
                         params: Params) -> None:
-    """The target's model card and plots, from its holdout predictions."""
+    """The target's model card and plots, from its test-window predictions."""
     spec = TARGETS[target]
     artifacts = resolve(params.paths.artifacts)
     stored = pd.read_parquet(artifacts / "predictions" / f"{target}.parquet").set_index("jeditaskid")
     predictions = {
         name: stored[[f"{name}_{q}" for q in QUANTILE_COLUMNS]].set_axis(list(QUANTILE_COLUMNS), axis=1)
-        .reindex(holdout.index)
+        .reindex(test.index)
         for name in metrics
     }
-    write_plots(target, spec.unit, holdout[f"label_{target}"], predictions, holdout["processing_type"], winner,
+    write_plots(target, spec.unit, test[f"label_{target}"], predictions, test["processing_type"], winner,
                 artifacts / "plots" / target, log_scale=spec.log_space)
     notes = [
-        "Trained and scored on the embedded archive unless the archive URL says otherwise; the holdout "
-        "is the newest tasks by creation date.",
+        "Trained and scored on the embedded archive unless the archive URL says otherwise. The scores are "
+        "those of the configuration trained as of the test window's start; the served model is the same "
+        "configuration refit as of now.",
         "The scout candidate is known only after the scout jobs ran: shown as the reference to beat.",
     ]
     card = model_card(target, spec.unit, metrics, winner, [n for n, m in metrics.items() if m.get("servable")],

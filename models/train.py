@@ -1,9 +1,10 @@
-"""The train stage, one target at a time: every candidate trained and scored on the same holdout.
+"""The train stage, one target at a time: every candidate trained as of the test window's start, calibrated
+and scored on the validation window, and scored on the test window (models.protocol).
 
-Inputs: data/features/features.parquet (the time-ordered split is in its `split` and `fold` columns) and
-data/validated/jobs.parquet (to count the jobs a request would have failed). Outputs, per target:
-artifacts/models/<target>/<candidate>/ (the fitted candidates, in safe formats), and
-artifacts/metrics/<target>.json + artifacts/predictions/<target>.parquet (holdout scores and quantiles).
+Inputs: data/features/features.parquet and data/validated/jobs.parquet (to count the jobs a request would
+have failed). Outputs, per target: artifacts/models/<target>/<candidate>/ (the fitted candidates, in safe
+formats), and artifacts/metrics/<target>.json + artifacts/predictions/<target>.parquet (test scores and
+quantiles; each candidate's validation scores, which selection reads, under "validation").
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from features.history import history_feature_names
 from models.candidates import CANDIDATES, Candidate
 from models.metrics import QUANTILE_COLUMNS, evaluate
+from models.protocol import DAY, Windows, as_of_view, pipeline_now
 from models.targets import TARGETS, TargetSpec
 from scoutless.params import Params
 from scoutless.paths import build_dir, replace_dir, resolve, write_json, write_parquet
@@ -50,63 +52,82 @@ def candidate_config(name: str, target: str, params: Params) -> dict:
             "categorical": list(CATEGORICAL_FEATURES),
             "numeric": [*NUMERIC_FEATURES, *history_feature_names(list(params.targets))],
             "max_categories": train.max_categories,
-            "refit_on_all": train.refit_on_all,
+            "calibration": train.calibration.model_dump(),
         }
     return {}
 
 
-def data_window(train: pd.DataFrame, holdout: pd.DataFrame) -> dict:
-    def span(frame: pd.DataFrame) -> tuple[str | None, str | None]:
-        created = frame["creationdate"]
-        return (str(created.min()), str(created.max())) if len(frame) else (None, None)
-
-    (train_start, train_end), (holdout_start, holdout_end) = span(train), span(holdout)
-    return {"train_start": train_start, "train_end": train_end, "holdout_start": holdout_start,
-            "holdout_end": holdout_end, "n_train": len(train), "n_holdout": len(holdout)}
-
-
-def holdout_rows(features: pd.DataFrame, target: str) -> pd.DataFrame:
-    """The labelled holdout tasks of `target`, indexed by jeditaskid: where every candidate is scored."""
-    label = f"label_{target}"
-    rows = features[(features["split"] == "holdout") & features[label].notna()]
-    return rows.set_index("jeditaskid", drop=False)
-
-
-def score(spec: TargetSpec, holdout: pd.DataFrame, predicted: pd.DataFrame, request_quantile: str,
+def score(spec: TargetSpec, rows: pd.DataFrame, predicted: pd.DataFrame, request_quantile: str,
           jobs: pd.DataFrame | None) -> dict:
-    """Holdout metrics of one candidate's quantiles, with the jobs its request would have failed."""
+    """Metrics of one candidate's quantiles on `rows` (indexed by jeditaskid), with the jobs its request
+    would have failed."""
     job_values = jobs[["jeditaskid", spec.job_column]] if jobs is not None and spec.job_column else None
-    return evaluate(holdout[f"label_{spec.name}"], predicted, log_space=spec.log_space,
+    return evaluate(rows[f"label_{spec.name}"], predicted, log_space=spec.log_space,
                     request_quantile=request_quantile, jobs=job_values, job_value_column=spec.job_column)
 
 
-def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str, params: Params) -> TargetResult:
-    """Fit every candidate on the training rows of `target` and score it on the holdout rows."""
+def by_task(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.set_index("jeditaskid", drop=False)
+
+
+def fit_as_of(name: str, config: dict, spec: TargetSpec, features: pd.DataFrame, windows: Windows
+              ) -> tuple[Candidate, pd.DataFrame, pd.DataFrame]:
+    """(the candidate as of windows.origin, its fit rows, its validation rows): fitted on the labels known by
+    the validation window's start, calibrated on the validation window (whose labels were known at the
+    origin): nothing it learns was unknown at the origin."""
+    fit = by_task(windows.fit_rows(features, spec.name))
+    validation = by_task(windows.validation_rows(features, spec.name))
+    if not len(fit):
+        raise ValueError(f"{spec.name}: no task's label was known by {windows.validation_start} "
+                         "(split.validation_days and split.test_days leave nothing to train on)")
+    candidate = CANDIDATES[name](spec, config).fit(fit, fit[f"label_{spec.name}"].to_numpy(dtype="float64"))
+    if len(validation):
+        candidate.calibrate(validation, validation[f"label_{spec.name}"].to_numpy(dtype="float64"),
+                            age_days(validation, windows.origin))
+    return candidate, fit, validation
+
+
+def age_days(rows: pd.DataFrame, origin: pd.Timestamp) -> np.ndarray:
+    return ((origin - pd.to_datetime(rows["creationdate"])) / DAY).to_numpy(dtype="float64")
+
+
+def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str, params: Params,
+                 origin: pd.Timestamp, candidates: list[str] | None = None) -> TargetResult:
+    """Every candidate as of `origin`, scored on its validation window (selection) and on the test window
+    after `origin` (the report and the gate). `features` must hold only what is known at the test window's
+    end (`as_of_view`)."""
     spec: TargetSpec = TARGETS[target]
-    label = f"label_{target}"
-    labelled = features[features[label].notna()]
-    train = labelled[labelled["split"] == "train"]
-    holdout = holdout_rows(features, target)
-    y_train = train[label].to_numpy(dtype="float64")
-    calibration = (train["fold"] == train["fold"].max()).to_numpy() if len(train) else np.zeros(0, bool)
+    windows = Windows.at(origin, params.split)
+    test = by_task(windows.test_rows(features, target))
+    for window, rows in (("validation", windows.validation_rows(features, target)), ("test", test)):
+        if not len(rows):
+            raise ValueError(f"{target}: no labelled task in the {window} window as of {windows.origin} "
+                             f"(split: validation_days={windows.validation_days:g}, test_days={windows.test_days:g})")
     request = params.train.request_quantile.get(target, "q90")
 
     metrics, predictions, fitted, seconds = {}, {}, {}, {}
-    for name in params.train.candidates:
+    for name in candidates or params.train.candidates:
         started = time.perf_counter()
-        candidate = CANDIDATES[name](spec, candidate_config(name, target, params)).fit(train, y_train, calibration)
-        predicted = candidate.predict(holdout)
+        candidate, fit, validation = fit_as_of(name, candidate_config(name, target, params), spec, features,
+                                               windows)
+        y_validation = validation[f"label_{target}"].to_numpy(dtype="float64")
+        out_of_sample = candidate.calibrated_out_of_sample(validation, y_validation,
+                                                           age_days(validation, windows.origin))
+        predicted = candidate.predict(test)
         seconds[name] = round(time.perf_counter() - started, 3)
         fitted[name], predictions[name] = candidate, predicted
         metrics[name] = {
-            **score(spec, holdout, predicted, request, jobs),
+            **score(spec, test, predicted, request, jobs),
+            "validation": score(spec, validation, out_of_sample, request, jobs),
             "servable": candidate.servable,
             "train_seconds": seconds[name],
         }
-        log.info("%s/%s: %s=%.4g coverage_q90=%.3f (%.1f s)", target, name, params.select.metric,
-                 metrics[name].get(params.select.metric, np.nan), metrics[name].get("coverage_q90", np.nan),
-                 seconds[name])
-    return TargetResult(target, metrics, predictions, fitted, data_window(train, holdout), seconds)
+        log.info("%s/%s: validation %s=%.4g, test %s=%.4g coverage_q90=%.3f (%.1f s)", target, name,
+                 params.select.metric, metrics[name]["validation"].get(params.select.metric, np.nan),
+                 params.select.metric, metrics[name].get(params.select.metric, np.nan),
+                 metrics[name].get("coverage_q90", np.nan), seconds[name])
+    window = windows.describe(fit, validation, test)
+    return TargetResult(target, metrics, predictions, fitted, window, seconds)
 
 
 def save_result(result: TargetResult, params: Params) -> None:
@@ -138,7 +159,8 @@ def run_train(params: Params, target: str) -> dict:
     if target not in params.targets:
         raise ValueError(f"unknown target {target!r}; params.yaml targets are {list(params.targets)}")
     features, jobs = load_training_data(params)
-    result = train_target(features, jobs, target, params)
+    now = pipeline_now(features, params.split)
+    result = train_target(as_of_view(features, now), jobs, target, params, now - params.split.test_days * DAY)
     save_result(result, params)
     return {"target": target, "data_window": result.data_window,
             "candidates": {name: {k: m.get(k) for k in (params.select.metric, "coverage_q90", "mae")}

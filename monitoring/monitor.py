@@ -5,15 +5,17 @@ Windows (by creationdate, from data/features/features.parquet):
   `monitor.reference_days` when set;
 - current: the tasks of the newest `monitor.current_days`, all created after that training window, so the
   models never saw them;
-- error reference: the labelled tasks after the training window and before the current one (the holdout
-  the models were scored on): out-of-sample errors, unlike training-window ones.
+- error reference: the labelled tasks after the training window and before the current one (the models'
+  validation window, which their fit never saw): out-of-sample errors of the very models, unlike
+  training-window ones.
 
 Three comparisons, each an Evidently report: the submission features; each target's request prediction;
 and, where labels have arrived, each target's per-task error (the pinball loss of the request quantile, in
 the space the selection metric uses, so its mean is the `pinball_request` of the model card).
 
 The retrain rule (`monitor.retrain`) fires on a share of drifted features, or on a target whose mean error
-on the labelled current tasks exceeds its holdout error (promotion.json) by the margin.
+on the labelled current tasks exceeds its mean error on the error reference by the margin (with fewer than
+`min_labelled` labelled reference tasks: its configuration's test-window error, promotion.json test_metrics).
 """
 
 from __future__ import annotations
@@ -109,6 +111,15 @@ def _predictions(predictor, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
+def _reference_error(model, reference_errors: pd.Series, min_labelled: int) -> tuple[float, str]:
+    """The served model's own mean error on the tasks after its training window and before the current one
+    (out of sample for its fit), when enough are labelled; else its configuration's test-window error."""
+    known = reference_errors.dropna()
+    if len(known) >= min_labelled:
+        return float(known.mean()), f"{len(known)} labelled tasks before the current window"
+    return float(model.info["test_metrics"].get("pinball_request", float("nan"))), "the test window (promotion)"
+
+
 def decide(features: DriftResult, errors: dict[str, dict], rule) -> tuple[bool, list[str]]:
     """(retrain?, reasons) by the retrain rule of params.yaml."""
     reasons = []
@@ -120,7 +131,8 @@ def decide(features: DriftResult, errors: dict[str, dict], rule) -> tuple[bool, 
     for target, error in errors.items():
         if error["exceeds_margin"]:
             reasons.append(f"{target}: mean error {error['current']:.4g} on {error['labelled']} labelled current "
-                           f"tasks vs {error['holdout']:.4g} on the holdout (rule: > x{1 + rule.error_margin:g})")
+                           f"tasks vs {error['reference']:.4g} on {error['reference_from']} "
+                           f"(rule: > x{1 + rule.error_margin:g})")
     return bool(reasons), reasons
 
 
@@ -169,13 +181,13 @@ def monitor(features: pd.DataFrame, predictor, params: Params, out_dir: Path) ->
         column = f"error_{model.target}"
         labelled = int(current_out[column].notna().sum())
         current_error = float(current_out[column].mean()) if labelled else float("nan")
-        holdout_error = float(model.info["holdout_metrics"].get("pinball_request", float("nan")))
+        reference_error, source = _reference_error(model, error_reference[column], settings.retrain.min_labelled)
         enough = labelled >= settings.retrain.min_labelled
         drift: ColumnDrift | None = error_result.columns.get(column)
         errors[model.target] = {
-            "labelled": labelled, "current": current_error, "holdout": holdout_error,
-            "ratio": current_error / holdout_error if holdout_error > 0 else float("nan"),
-            "exceeds_margin": bool(enough and current_error > holdout_error * (1 + settings.retrain.error_margin)),
+            "labelled": labelled, "current": current_error, "reference": reference_error, "reference_from": source,
+            "ratio": current_error / reference_error if reference_error > 0 else float("nan"),
+            "exceeds_margin": bool(enough and current_error > reference_error * (1 + settings.retrain.error_margin)),
             "drift": drift.to_dict() if drift else None,
             "skipped": error_result.skipped.get(column) or (None if enough else
                                                              f"{labelled} labelled current tasks < min_labelled"),

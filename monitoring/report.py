@@ -61,12 +61,12 @@ def write_index(path: Path, report: dict) -> None:
                      f"(retrain at {_number(report['rule']['drifted_features_share'])}).</p>")
         parts.append(_columns(report["features"]))
         parts.append("<h2>Predictions (request quantile)</h2>" + _columns(report["predictions"]))
-        rows = [[escape(t), e["labelled"], _number(e["current"]), _number(e["holdout"]), _number(e["ratio"]),
+        rows = [[escape(t), e["labelled"], _number(e["current"]), _number(e["reference"]), _number(e["ratio"]),
                  _flag(e["exceeds_margin"]),
                  _flag(e["drift"]["drifted"]) if e["drift"] else escape(e["skipped"] or "—")]
                 for t, e in report["errors"].items()]
         parts.append("<h2>Errors (pinball loss of the request quantile)</h2>" + _table(
-            ["target", "labelled current tasks", "current error", "holdout error", "ratio",
+            ["target", "labelled current tasks", "current error", "reference error", "ratio",
              f"above x{1 + report['rule']['error_margin']:g}", "error distribution drift"], rows))
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>scoutless drift check</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n")

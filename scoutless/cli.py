@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -133,7 +134,8 @@ def features() -> None:
 
 @app.command()
 def train(target: Annotated[str, typer.Option(help="The target to train (one of params.yaml targets).")]) -> None:
-    """Train and score every candidate for one target on the time-ordered holdout."""
+    """Train every candidate for one target as of the test window's start; score it on the validation and
+    test windows (split in params.yaml)."""
     from models.train import run_train
 
     _setup_logging()
@@ -145,12 +147,37 @@ def train(target: Annotated[str, typer.Option(help="The target to train (one of 
 
 @app.command()
 def select() -> None:
-    """Choose each target's winner, promote it through the quality gate; write leaderboard, cards, plots."""
+    """Choose each target's winner, pass it through the quality gate, refit it as of now and promote it;
+    write the history snapshot, leaderboard, cards, plots."""
     from models.select import GateError, run_select
 
     _setup_logging()
     with _exit_on(GateError, 4, "quality gate: "):
         typer.echo(json.dumps(run_select(_params()), indent=2))
+
+
+@app.command()
+def backtest() -> None:
+    """Replay the pipeline at several earlier origins and judge each served model on the tasks that came
+    next (artifacts/backtest.json, backtest.md, backtest.png)."""
+    from models.backtest import run_backtest
+
+    _setup_logging()
+    with _exit_on(ValueError, 2):
+        typer.echo(json.dumps(run_backtest(_params()), indent=2))
+
+
+@app.command()
+def history(
+    as_of: Annotated[datetime | None, typer.Option(
+        help="Count the labels known by then (default: split.as_of, else every finished task).")] = None,
+) -> None:
+    """Refresh the history snapshot the service reads (paths.history) from the newest finished tasks, without
+    retraining; a running `scoutless serve` picks it up at its next request."""
+    from features.history_artifact import write_history
+
+    params = _params()
+    typer.echo(json.dumps(write_history(params, as_of or params.split.as_of), indent=2))
 
 
 @app.command()

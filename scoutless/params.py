@@ -7,7 +7,7 @@ that names it instead of being silently ignored.
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -132,13 +132,18 @@ class PathParams(Section):
     drift_reports: Path = Path("reports/drift")   # Evidently HTML pages; drift.json beside the folder
     models: Path = Path("artifacts/models")
     promoted: Path = Path("artifacts/promoted")
+    history: Path = Path("artifacts/history")       # the history snapshot the service reads, as of when
     artifacts: Path = Path("artifacts")
     bentoml_home: Path = Path(".bentoml")
 
 
 class SplitParams(Section):
-    holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
-    n_folds: Annotated[int, Field(ge=1)] = 3
+    """Three windows in time before and after an origin (models.protocol): train | validation | test."""
+
+    # The pipeline's "now": null is the archive's newest known time; a date replays the pipeline as of then.
+    as_of: datetime | None = None
+    validation_days: Annotated[float, Field(gt=0)] = 60   # calibration, selection
+    test_days: Annotated[float, Field(gt=0)] = 60         # reported, and the gate's comparison
 
 
 QuantileName = Literal["q50", "q90", "q95"]
@@ -183,6 +188,18 @@ class MLPParams(Section):
     early_stopping: bool = True
 
 
+class CalibrationParams(Section):
+    """Conformal offsets on the validation window (models.calibration)."""
+
+    # Mondrian: a value of this column with at least min_group_tasks validation tasks gets offsets of its
+    # own; the rest share the overall ones. null: overall offsets only.
+    group: str | None = "processing_type"
+    min_group_tasks: Annotated[int, Field(gt=0)] = 100
+    # Newer validation tasks weigh more (weight halves every half_life_days back from the origin), so the
+    # offsets follow drift. null: every task weighs alike.
+    half_life_days: Annotated[float, Field(gt=0)] | None = 30
+
+
 class TrainParams(Section):
     candidates: list[Candidate] = ["default", "scout", "history", "mlp", "hgb", "xgboost"]
     # The quantile sent to JEDI as the request, per target.
@@ -190,7 +207,7 @@ class TrainParams(Section):
     # What a task gets with no estimate at all; null where JEDI has no value to offer.
     default_values: dict[Target, float | None] = {}
     max_categories: Annotated[int, Field(ge=2, le=255)] = 255
-    refit_on_all: bool = True
+    calibration: CalibrationParams = CalibrationParams()
     history: HistoryParams = HistoryParams()
     hgb: HGBParams = HGBParams()
     xgboost: XGBoostParams = XGBoostParams()
@@ -199,8 +216,9 @@ class TrainParams(Section):
 
 class SelectParams(Section):
     metric: str = "pinball_request"
-    # A new winner is promoted only if it beats the promoted model on the same holdout; otherwise the
-    # stage fails (or only warns and keeps the promoted model).
+    # The winner replaces the promoted configuration only if it does at least as well on the test window
+    # (both trained by the same protocol without it); otherwise the stage fails (or only warns and keeps
+    # the promoted configuration, refit as of now).
     gate: Literal["fail", "warn"] = "warn"
 
 
@@ -247,6 +265,14 @@ class FlowParams(Section):
     schedules: ScheduleParams = ScheduleParams()
 
 
+class BacktestParams(Section):
+    """The rolling-origin backtest (models.backtest): the whole pipeline replayed at several origins."""
+
+    origins: Annotated[int, Field(ge=1)] = 4   # origins, split.test_days apart, ending one test window ago
+    candidates: list[Candidate] | None = None  # null: train.candidates
+    min_group_tasks: Annotated[int, Field(gt=0)] = 30  # a processing type is reported with this many tasks
+
+
 class ServingParams(Section):
     max_batch: Annotated[int, Field(gt=0)] = 1000   # tasks in one POST /predict; more is a 400
     port: Annotated[int, Field(gt=0, lt=65536)] = 3000
@@ -262,6 +288,7 @@ class Params(Section):
     targets: list[Target] = list(TARGETS)
     train: TrainParams = TrainParams()
     select: SelectParams = SelectParams()
+    backtest: BacktestParams = BacktestParams()
     monitor: MonitorParams = MonitorParams()
     flows: FlowParams = FlowParams()
     serving: ServingParams = ServingParams()

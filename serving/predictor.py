@@ -1,7 +1,9 @@
 """The promoted models of every target, answering for task specs with the features training used.
 
 Used by the BentoML service, by `scoutless predict FILE` and by the tests: one code path from a task's
-fields to the values JEDI should set.
+fields to the values JEDI should set. History features come from the project's history artifact when one
+is given (features.history_artifact; reloaded whenever it is refreshed, checked at every request), else from
+the snapshot promoted with the models (a Bento deployed on its own).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from features.build import submission_features
 from features.history import history_features
+from features.history_artifact import INFO_FILE, read_history_info
 from models.candidates import Candidate
 from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
 from models.targets import TARGETS
@@ -49,25 +52,47 @@ class PromotedModel:
 
 
 class Predictor:
-    def __init__(self, models: list[PromotedModel]):
+    def __init__(self, models: list[PromotedModel], history_dir: Path | None = None):
         if not models:
             raise ValueError("no promoted model to serve: run the pipeline (make run) first")
         self.models = models
         versions = "|".join(sorted(m.info["version"] for m in models))
         self.model_version = "scoutless-" + hashlib.sha256(versions.encode()).hexdigest()[:12]
+        self.history_dir = history_dir
+        self.history_info: dict | None = None
+        self._history_stamp: tuple | None = None
+        self.refresh_history()
 
     @classmethod
-    def from_folders(cls, folders: list[Path]) -> Predictor:
+    def from_folders(cls, folders: list[Path], history_dir: Path | None = None) -> Predictor:
         snapshots: dict[str, pd.DataFrame] = {}
-        return cls([PromotedModel.load(folder, snapshots) for folder in folders])
+        return cls([PromotedModel.load(folder, snapshots) for folder in folders], history_dir)
 
     @classmethod
-    def from_promoted(cls, root: Path, targets: list[str]) -> Predictor:
-        return cls.from_folders([root / t for t in targets if (root / t / PROMOTION_FILE).exists()])
+    def from_promoted(cls, root: Path, targets: list[str], history_dir: Path | None = None) -> Predictor:
+        return cls.from_folders([root / t for t in targets if (root / t / PROMOTION_FILE).exists()], history_dir)
+
+    def refresh_history(self) -> None:
+        """Take the history artifact if it changed since the last look (one stat() when it did not)."""
+        if self.history_dir is None:
+            return
+        try:
+            stat = (self.history_dir / INFO_FILE).stat()
+        except FileNotFoundError:
+            return
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if stamp == self._history_stamp:
+            return
+        snapshot = pd.read_parquet(self.history_dir / SNAPSHOT_FILE)
+        for model in self.models:
+            model.snapshot = snapshot
+            model.history_targets = [c[len("sum_"):] for c in snapshot.columns if c.startswith("sum_")]
+        self.history_info, self._history_stamp = read_history_info(self.history_dir), stamp
 
 
     def predict_frame(self, tasks: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """Quantiles per target for tasks given as a frame of jedi_tasks fields (plus input totals)."""
+        self.refresh_history()
         tasks = tasks.reset_index(drop=True)
         now = pd.Timestamp(datetime.now(UTC).replace(tzinfo=None))
         created = pd.to_datetime(tasks.get("creationdate"), errors="coerce", utc=True)
@@ -105,11 +130,15 @@ class Predictor:
         return PredictResponse(model_version=self.model_version, predictions=predictions)
 
     def metadata(self) -> dict:
+        self.refresh_history()
+        history = ({"source": "history artifact", **self.history_info} if self.history_info else
+                   {"source": "promoted snapshot", "as_of": self.models[0].info.get("as_of")})
         return {
             "model_version": self.model_version,
+            "history": history,
             "targets": {
-                m.target: {key: m.info[key] for key in ("candidate", "version", "unit", "request_quantile",
-                                                         "promoted_at", "data_window", "holdout_metrics")}
+                m.target: {key: m.info.get(key) for key in ("candidate", "version", "unit", "request_quantile",
+                                                             "promoted_at", "as_of", "data_window", "test_metrics")}
                 for m in self.models
             },
         }

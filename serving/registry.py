@@ -1,7 +1,7 @@
 """The promoted models in BentoML's model store, where the service (and `bentoml build`) finds them.
 
 Each promoted target becomes `scoutless_<target>:<version>` with labels (target, candidate, data
-window) and its holdout metrics as metadata. scoutless keeps the store inside the project
+window) and its test metrics as metadata. scoutless keeps the store inside the project
 (paths.bentoml_home) unless BENTOML_HOME is set, so that every clone serves its own promoted models.
 
 BentoML fixes its store when it is first imported, so a process that works on several projects (a
@@ -51,8 +51,9 @@ def register_promoted(params: Params) -> dict[str, str]:
         except bentoml.exceptions.NotFound:
             window = info["data_window"]
             labels = {"target": target, "candidate": info["candidate"],
-                      "train_start": str(window["train_start"])[:10], "holdout_end": str(window["holdout_end"])[:10]}
-            metrics = {k: v for k, v in info["holdout_metrics"].items() if isinstance(v, int | float)}
+                      "train_start": str(window["train_start"])[:10],
+                      "validation_end": str(window["validation_end"])[:10]}
+            metrics = {k: v for k, v in info["test_metrics"].items() if isinstance(v, int | float)}
             with bentoml.models.create(tag, labels=labels, metadata={"version": info["version"], **metrics}) as model:
                 shutil.copytree(folder, model.path, dirs_exist_ok=True)
                 # What the service needs beyond the model: the batch limit, from params.yaml.

@@ -7,6 +7,7 @@ them into the Bento; `scoutless serve` registers the project's promoted models f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import bentoml
@@ -33,14 +34,16 @@ class Scoutless:
 
     def __init__(self) -> None:
         from serving.predictor import Predictor
+        from serving.stage import HISTORY_DIR_ENV
 
         folders = [Path(getattr(self, target).path) for target in TARGETS]
-        self.predictor = Predictor.from_folders(folders)
+        history = os.environ.get(HISTORY_DIR_ENV)
+        self.predictor = Predictor.from_folders(folders, Path(history) if history else None)
         self.max_batch = json.loads((folders[0] / SERVICE_CONFIG).read_text())["max_batch"]
 
     @info_app.get("/")
     def metadata(self) -> dict:
-        """Per target: the winner, its version, training window and holdout metrics."""
+        """Per target: the winner, its version, data windows and test metrics; the history's as-of."""
         return self.predictor.metadata()
 
     @bentoml.api(route="/predict")

@@ -17,6 +17,7 @@ from serving.registry import register_in_subprocess, use_project_store
 from serving.schema import TaskSpec
 
 SERVICE = "serving.service:Scoutless"
+HISTORY_DIR_ENV = "SCOUTLESS_HISTORY_DIR"   # the history artifact a served process reloads
 # The code (and bentofile.yaml) lives where this package is checked out; data and models live in the
 # project folder, which is the same folder in an ordinary checkout but need not be.
 CODE_ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,7 @@ def run_serve(params: Params, port: int | None = None) -> int:
     """Serve the project's promoted models on 127.0.0.1 until interrupted; returns the exit code."""
     register_in_subprocess(params)
     port = port or params.serving.port
+    os.environ[HISTORY_DIR_ENV] = str(resolve(params.paths.history))
     return _bentoml(["serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)], params).returncode
 
 
@@ -74,5 +76,6 @@ def run_predict(params: Params, path: Path) -> dict:
     from serving.predictor import Predictor
 
     tasks = read_tasks(path)  # bad input is reported before any model is loaded
-    predictor = Predictor.from_promoted(resolve(params.paths.promoted), list(params.targets))
+    predictor = Predictor.from_promoted(resolve(params.paths.promoted), list(params.targets),
+                                        resolve(params.paths.history))
     return predictor.predict(tasks).model_dump(by_alias=True)

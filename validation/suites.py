@@ -116,10 +116,9 @@ def jobs_suite(params: ValidationParams) -> list[Expect]:
 def features_suite(params: ValidationParams, feature_columns: list[str], targets: list[str]) -> list[Expect]:
     """The features table of `targets`: only their labels are there, and checked against label_ranges."""
     return [
-        *exists("jeditaskid", "creationdate", "split", *feature_columns),
-        *not_null("jeditaskid", "creationdate", "split"),
+        *exists("jeditaskid", "creationdate", "labels_known_at", *feature_columns),
+        *not_null("jeditaskid", "creationdate"),
         unique("jeditaskid"),
-        in_set("split", ("train", "holdout", "unlabelled")),
         between("corecount", 0, params.max_corecount),
         between("total_nevents", 0, None),
         *(between(f"label_{target}", low, high) for target, (low, high) in params.label_ranges.items()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.build import assign_split, build_features, submission_features
+from features.build import build_features, submission_features
 from features.history import history_features, snapshot
 
 TARGETS = ["ramcount", "cputime"]
@@ -58,7 +58,7 @@ def test_history_uses_only_tasks_that_ended_before_creation():
         task(3, 2.5, 4),  # created after task 1 ended, before task 2 ended
         task(4, 5, 6, dsid="999999"),  # another DSID: no history
     ])
-    features, _ = build_features(tasks, labels, TARGETS, holdout_fraction=0.25, n_folds=2)
+    features, _ = build_features(tasks, labels, TARGETS)
     by_id = features.set_index("jeditaskid")
     assert by_id.loc[3, "hist_dsid_n"] == 1
     assert by_id.loc[3, "hist_dsid_ramcount_mean"] == pytest.approx(np.log1p(1000))
@@ -70,20 +70,12 @@ def test_history_uses_only_tasks_that_ended_before_creation():
 def test_snapshot_answers_like_the_full_table_for_new_tasks():
     rows = [task(i, i, i + 0.5, dsid=str(361100 + i % 3), ram=500 + 10 * i) for i in range(12)]
     tasks, labels = frames(rows)
-    features, table = build_features(tasks, labels, TARGETS, 0.25, 2)
+    features, table = build_features(tasks, labels, TARGETS)
     new, _ = frames([task(100, 30, None, dsid="361101"), task(101, 31, None, dsid="123456")])
     new = new.assign(**submission_features(new))
     from_table = history_features(new, table, TARGETS)
     pd.testing.assert_frame_equal(from_table, history_features(new, snapshot(table), TARGETS))
     assert from_table.loc[0, "hist_dsid_n"] == 4  # tasks 1, 4, 7 and 10 share DSID 361101
-
-
-def test_split_is_by_time_and_folds_are_consecutive_blocks():
-    created = pd.Series(pd.to_datetime(["2025-01-05", "2025-01-01", "2025-01-03", "2025-01-04", "2025-01-02"]))
-    labelled = pd.Series([True, True, True, True, False])
-    split = assign_split(created, labelled, holdout_fraction=0.25, n_folds=3)
-    assert split["split"].tolist() == ["holdout", "train", "train", "train", "unlabelled"]
-    assert split["fold"].tolist() == [-1, 0, 1, 2, -1]
 
 
 # Whole days, so that ties (a task ending the day another is created) and bad end times (before the
@@ -113,8 +105,8 @@ def test_no_leakage_later_tasks_never_change_earlier_features(rows, cut, new_ram
         changed_later = [{**r, "ramcount": new_ram, "endtime": r["creationdate"]} for r in later]
 
     def model_inputs(rows_: list[dict]) -> pd.DataFrame:
-        features, _ = build_features(*frames(rows_), TARGETS, holdout_fraction=0.3, n_folds=2)
-        inputs = features.drop(columns=["split", "fold", *[c for c in features if c.startswith("label_")]])
+        features, _ = build_features(*frames(rows_), TARGETS)
+        inputs = features.drop(columns=["labels_known_at", *[c for c in features if c.startswith("label_")]])
         return inputs.set_index("jeditaskid").loc[[r["jeditaskid"] for r in before]]
 
     pd.testing.assert_frame_equal(model_inputs(built), model_inputs(before + changed_later))

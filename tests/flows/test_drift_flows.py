@@ -13,11 +13,11 @@ from tests.conftest import project_env, write_params
 
 pytestmark = pytest.mark.slow
 
-# The default world (two years) with fewer tasks; a short holdout, so that the models were trained on tasks
-# close to the end of the archive and a shifted window reaches the training data when they are retrained.
+# The default world over one year with fewer tasks, and 30-day validation and test windows: enough tasks in
+# each window (about 160) for calibration and for the error reference the drift rule compares with.
 SMALL_PROJECT = {
-    "simulate": {"tasks": 2000, "window": {"tasks": 1500, "days": 30}},
-    "split": {"holdout_fraction": 0.1},
+    "simulate": {"tasks": 2000, "days": 365, "window": {"tasks": 1500, "days": 30}},
+    "split": {"validation_days": 30, "test_days": 30},
     "train": {"candidates": ["default", "history", "xgboost"], "xgboost": {"n_estimators": 60}},
 }
 
@@ -80,7 +80,7 @@ def test_a_shifted_window_is_detected_and_retrains_through_the_gate(trained_proj
     before = _promotions(root)
     outcome, report = _drift_check(root)
     assert outcome["verdict"] == report["verdict"] == "drift" and report["retrain"]
-    assert any(r.startswith("ramcount: mean error") for r in report["reasons"]), report["reasons"]
+    assert any(r.startswith("ramcount: mean error") for r in report["reasons"]), (report["reasons"], report["errors"])
     assert report["errors"]["ramcount"]["ratio"] > 1.25
     assert {"release", "campaign"} <= set(report["features"]["drifted"])
     assert report["predictions"]["columns"]["pred_ramcount"]["drifted"] or report["errors"]["ramcount"]["drift"]
@@ -91,11 +91,7 @@ def test_a_shifted_window_is_detected_and_retrains_through_the_gate(trained_proj
     for target in after:
         decision = retrained["selected"][target]
         assert "why" in decision                         # every target went through the gate
-        if "promoted" in decision:
-            assert after[target]["version"] == decision["promoted"] != before[target]["version"]
-            assert "beats promoted" in decision["why"]
-        else:
-            assert after[target] == before[target]
-    # the shift reached the training data, so the new ramcount model must beat the old one on the new holdout
-    assert "promoted" in retrained["selected"]["ramcount"]
-    assert after["ramcount"]["data_window"]["train_end"] > before["ramcount"]["data_window"]["train_end"]
+        # Whichever configuration the gate let through, it was refit as of the new now: fresh, not frozen.
+        assert after[target]["version"] == decision.get("promoted", decision.get("kept"))
+        assert after[target]["as_of"] > before[target]["as_of"]
+        assert after[target]["data_window"]["labels_known_by"] > before[target]["data_window"]["labels_known_by"]

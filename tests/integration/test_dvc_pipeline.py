@@ -38,6 +38,7 @@ def copy(tmp_path_factory) -> Path:
             shutil.copy2(REPO / name, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["simulate"]["tasks"] = 400
+    params["backtest"]["origins"] = 1
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
@@ -53,8 +54,9 @@ def stages_run(output: str) -> list[str]:
 def test_repro_runs_everything_then_nothing(copy):
     first = run(["dvc", "repro"], copy)
     trains = [f"train@{target}" for target in TARGETS]
-    assert stages_run(first) == ["simulate", "extract", "validate", "features", *trains, "select", "monitor",
-                                 "package"]
+    assert stages_run(first) == ["simulate", "extract", "validate", "features", *trains, "select", "backtest",
+                                 "monitor", "package"]
+    assert (copy / "artifacts/backtest.json").exists()
     assert (copy / "data/features/features.parquet").exists()
     assert (copy / "reports/validation/index.html").exists()
     assert (copy / "artifacts/leaderboard.md").exists()
@@ -73,7 +75,7 @@ def test_a_parameter_change_reruns_only_what_depends_on_it(copy):
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = stages_run(run(["dvc", "repro"], copy))
     assert rerun[: len(TARGETS) + 1] == [*(f"train@{target}" for target in TARGETS), "select"]
-    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "monitor", "package"}
+    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "backtest", "monitor", "package"}
 
 
 def test_experiments_and_the_local_remote(copy):

@@ -27,7 +27,6 @@ def synthetic_features(n: int, seed: int = 0) -> pd.DataFrame:
     frame["jeditaskid"] = np.arange(n)
     frame["creationdate"] = pd.date_range("2025-01-01", periods=n, freq="h")
     frame["split"] = np.where(np.arange(n) < int(n * 0.7), "train", "holdout")
-    frame["fold"] = np.where(frame["split"] == "train", np.arange(n) * 3 // int(n * 0.7), -1)
     frame["label_cputime"] = np.array([KIND_CPU[k] for k in kinds]) * rng.lognormal(0, 0.3, size=n)
     frame["scout_cputime"] = frame["label_cputime"] * rng.lognormal(0, 0.05, size=n)
     return frame

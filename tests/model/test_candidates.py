@@ -33,11 +33,12 @@ def small_params() -> Params:
 @pytest.fixture(scope="module")
 def fitted(synthetic) -> dict[str, Candidate]:
     train = synthetic[synthetic["split"] == "train"]
-    calibration = (train["fold"] == train["fold"].max()).to_numpy()
+    fit, calibration = train.iloc[: int(len(train) * 0.7)], train.iloc[int(len(train) * 0.7):]
     params = small_params()
     return {
         name: CANDIDATES[name](SPEC, candidate_config(name, "cputime", params))
-        .fit(train, train["label_cputime"].to_numpy(), calibration)
+        .fit(fit, fit["label_cputime"].to_numpy())
+        .calibrate(calibration, calibration["label_cputime"].to_numpy(), np.zeros(len(calibration)))
         for name in LEARNED
     }
 
@@ -85,7 +86,7 @@ def test_conformal_quantiles_cover_what_they_say(fitted, name):
 
 @pytest.mark.parametrize("name", [*LEARNED, "default", "scout"])
 def test_a_saved_candidate_predicts_the_same_after_loading(fitted, synthetic, name, tmp_path):
-    candidate = fitted.get(name) or CANDIDATES[name](SPEC, {"value": 100.0}).fit(synthetic, None, None)
+    candidate = fitted.get(name) or CANDIDATES[name](SPEC, {"value": 100.0}).fit(synthetic, None)
     candidate.save(tmp_path / name)
     loaded = Candidate.load(tmp_path / name, SPEC)
     holdout = synthetic[synthetic["split"] == "holdout"]

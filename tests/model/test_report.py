@@ -10,8 +10,9 @@ from models.metrics import evaluate
 from models.report import PLOT_NAMES, leaderboard, model_card, write_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-WINDOW = {"train_start": "2024-01-01", "train_end": "2025-05-31", "holdout_start": "2025-06-01",
-          "holdout_end": "2025-12-31", "n_train": 1400, "n_holdout": 600}
+WINDOW = {"labels_known_by": "2025-06-01", "train_start": "2024-01-01", "train_end": "2025-05-31",
+          "validation_start": "2025-06-01", "validation_end": "2025-07-31", "test_start": "2025-07-31",
+          "test_end": "2025-09-29", "n_train": 1400, "n_validation": 300, "n_test": 310}
 
 
 def synthetic(n: int = 300) -> tuple[pd.Series, dict[str, pd.DataFrame], pd.Series]:
@@ -93,8 +94,8 @@ def test_model_card_calibration_statement():
 
 
 def test_model_card_requires_the_data_window():
-    with pytest.raises(ValueError, match="n_holdout"):
-        card(scored(), data_window={key: value for key, value in WINDOW.items() if key != "n_holdout"})
+    with pytest.raises(ValueError, match="n_test"):
+        card(scored(), data_window={key: value for key, value in WINDOW.items() if key != "n_test"})
 
 
 def test_leaderboard_orders_by_metric_with_missing_last():

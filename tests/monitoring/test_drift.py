@@ -106,6 +106,7 @@ def test_the_retrain_rule():
     assert decide(_features(0.3), calm, rule) == (False, [])
     retrain, reasons = decide(_features(0.5), calm, rule)
     assert retrain and "50% of the features drifted" in reasons[0]
-    worse = {"ramcount": {"exceeds_margin": True, "current": 0.2, "holdout": 0.1, "labelled": 80}}
+    worse = {"ramcount": {"exceeds_margin": True, "current": 0.2, "reference": 0.1, "labelled": 80,
+                          "reference_from": "120 labelled tasks before the current window"}}
     retrain, reasons = decide(_features(0.0), worse, rule)
     assert retrain and reasons[0].startswith("ramcount: mean error 0.2 on 80 labelled")
