@@ -12,6 +12,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from flows.stages import (
+    backtest_flow,
     extract_flow,
     features_flow,
     history_flow,
@@ -69,8 +70,9 @@ def retrain_flow(targets: list[str] | None = None) -> dict:
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(archive: str | None = None, full_extract: bool = False, version: bool = True) -> dict:
-    """extract -> validate -> features -> train (targets concurrently) -> select -> monitor -> package, then
-    version the outputs with DVC. The embedded archive is simulated first when it is missing."""
+    """extract -> validate -> features -> train (targets concurrently) -> select -> backtest -> monitor ->
+    package, then version the outputs with DVC: the stages of dvc.yaml. The embedded archive is simulated
+    first when it is missing."""
     logger = get_run_logger()
     if archive is None:
         simulate_embedded_archive_task()
@@ -79,6 +81,7 @@ def pipeline_flow(archive: str | None = None, full_extract: bool = False, versio
     features_flow()
     train_flow()
     selected = select_flow()
+    backtest_flow()
     drift = monitor_flow()
     packaged = package_flow()
     versioned = version_task() if version else {"versioned": False, "why": "version=False"}

@@ -94,8 +94,9 @@ def age_days(rows: pd.DataFrame, origin: pd.Timestamp) -> np.ndarray:
 def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str, params: Params,
                  origin: pd.Timestamp, candidates: list[str] | None = None) -> TargetResult:
     """Every candidate as of `origin`, scored on its validation window (selection) and on the test window
-    after `origin` (the report and the gate). `features` must hold only what is known at the test window's
-    end (`as_of_view`)."""
+    after `origin` (the report and the gate). The windows take only what was known at `origin` to fit and
+    calibrate; the test window is scored with whatever labels `features` holds: the pipeline passes what it
+    knows now (`as_of_view`), the backtest every label the archive has."""
     spec: TargetSpec = TARGETS[target]
     windows = Windows.at(origin, params.split)
     test = by_task(windows.test_rows(features, target))

@@ -231,8 +231,8 @@ def run(
     archive: ArchiveOption = None,
     full: Annotated[bool, typer.Option(help="Extract the whole archive, ignoring the watermark.")] = False,
 ) -> None:
-    """Run the pipeline flow once (Prefect): extract -> validate -> features -> train -> select -> monitor ->
-    package, against an archive (default: the embedded one, simulated when missing)."""
+    """Run the pipeline flow once (Prefect): extract -> validate -> features -> train -> select -> backtest ->
+    monitor -> package, against an archive (default: the embedded one, simulated when missing)."""
     from flows.pipeline import pipeline_flow
 
     _params(archive)   # a bad params.yaml is reported before Prefect starts

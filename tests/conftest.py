@@ -112,7 +112,7 @@ def served_project(tmp_path_factory, prefect_harness) -> Iterator[Path]:
     """A small project run through the pipeline flow once per session (simulate -> ... -> monitor ->
     package), with a BentoML store of its own: what the selection, service and deployment tests work on."""
     root = tmp_path_factory.mktemp("served")
-    write_params(root, simulate={"tasks": 600})
+    write_params(root, simulate={"tasks": 600}, backtest={"origins": 1})
     with project_env(root):
         from flows.pipeline import pipeline_flow
 

@@ -19,6 +19,7 @@ SMALL_PROJECT = {
     "simulate": {"tasks": 2000, "days": 365, "window": {"tasks": 1500, "days": 30}},
     "split": {"validation_days": 30, "test_days": 30},
     "train": {"candidates": ["default", "history", "xgboost"], "xgboost": {"n_estimators": 60}},
+    "backtest": {"origins": 1},
 }
 
 
