@@ -28,6 +28,11 @@ from serving.schema import IOPrediction, PredictResponse, TargetPrediction, Task
 IO_HIGH_KBPS = 500.0  # JEDI's brokerage threshold for I/O-intensive tasks
 
 
+def snapshot_targets(snapshot: pd.DataFrame) -> list[str]:
+    """The targets a history snapshot holds statistics of (its sum_<target> columns)."""
+    return [c[len("sum_"):] for c in snapshot.columns if c.startswith("sum_")]
+
+
 @dataclass
 class PromotedModel:
     target: str
@@ -46,9 +51,8 @@ class PromotedModel:
         if digest not in snapshots:
             snapshots[digest] = pd.read_parquet(folder / SNAPSHOT_FILE)
         snapshot = snapshots[digest]
-        history_targets = [c[len("sum_"):] for c in snapshot.columns if c.startswith("sum_")]
         candidate = Candidate.load(folder / MODEL_DIR, TARGETS[info["target"]])
-        return cls(info["target"], candidate, snapshot, history_targets, info)
+        return cls(info["target"], candidate, snapshot, snapshot_targets(snapshot), info)
 
 
 class Predictor:
@@ -86,7 +90,7 @@ class Predictor:
         snapshot = pd.read_parquet(self.history_dir / SNAPSHOT_FILE)
         for model in self.models:
             model.snapshot = snapshot
-            model.history_targets = [c[len("sum_"):] for c in snapshot.columns if c.startswith("sum_")]
+            model.history_targets = snapshot_targets(snapshot)
         self.history_info, self._history_stamp = read_history_info(self.history_dir), stamp
 
 
