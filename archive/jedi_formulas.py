@@ -11,6 +11,9 @@ Per job (`job_measurements`):
 - cputime      = max(0, wall_s - basewalltime) * corepower * cores * cpuefficiency/100 / nevents, in
                  HS06 s per event; counted when nevents >= 10 * cores or the job ran >= 6 h.
                  corepower = hs06 / cores (the job's rating), else a constant (JEDI falls back to 10).
+- wall_cputime = the same for every job with events, eligible or not: the cputime a job's walltime limit
+                 (cputime x nevents / cores / corepower / (cpuefficiency/100) + basewalltime, with the
+                 preset efficiency) must allow for the job to finish in it
 - cpuefficiency = cpuconsumptiontime / (cores * wall_s) * 100
 - iointensity  = (inputfilebytes + outputfilebytes) / 1024 / wall_s / cores, kB/s per core
 - diskio       = (totrbytes + totwbytes) / wall_s (JEDI reads the byte counters as kB; so do we)
@@ -74,6 +77,7 @@ def job_measurements(jobs: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
     hs06sec = (wall_s - base_wall).clip(lower=0.0) * corepower * cores * preset_eff / 100.0
     eligible = (nevents >= jedi.cputime_min_events_per_core * cores) | (wall_s >= jedi.long_job_seconds)
     cputime = (hs06sec / nevents).where(eligible & (nevents > 0))
+    wall_cputime = (hs06sec / nevents).where(nevents > 0)
 
     cpu_s = _num(jobs, "cpuconsumptiontime")
     efficiency = (cpu_s / (cores * wall_s) * 100.0).where(cpu_s >= 0)
@@ -92,10 +96,12 @@ def job_measurements(jobs: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
         "jeditaskid": jobs["jeditaskid"].astype("int64"),
         "computingsite": jobs["computingsite"].astype("string"),
         "cores": cores.astype("int64"),
+        "corepower": corepower,
         "wall_s": wall_s,
         "nevents": nevents,
         "ram_mb_per_core": ram,
         "cputime_hs06s_per_event": cputime,
+        "wall_cputime_hs06s_per_event": wall_cputime,
         "cpuefficiency_pct": efficiency,
         "iointensity_kbps": io,
         "diskio_kbps": diskio,

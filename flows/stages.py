@@ -181,7 +181,7 @@ def package_flow() -> dict:
 
 @task
 def history_task() -> dict:
-    from features.history_artifact import write_history
+    from models.refresh import write_history
 
     params = stage_params()
     return write_history(params, params.split.as_of)
@@ -189,7 +189,8 @@ def history_task() -> dict:
 
 @flow(name="history", log_prints=True)
 def history_flow() -> dict:
-    """Refresh the history snapshot the service reads from the newest finished tasks (no retraining)."""
+    """Refresh the history snapshot and calibration the service reads from the newest finished tasks (no
+    retraining)."""
     return history_task()
 
 

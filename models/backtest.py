@@ -10,8 +10,10 @@ gate: every origin starts from nothing promoted.
 
 Reported per target and window, overall and per processing type: the pinball loss of the request quantile,
 its ratio to the history baseline's, the coverage of every quantile, the share of finished jobs above the
-request and the slack. Written to artifacts/backtest.json, artifacts/backtest.md,
-artifacts/backtest.png and artifacts/backtest_predictions.parquet (every served answer).
+request, the slack and its ratio to the hindsight limit (models.metrics.hindsight_slack), and for cputime
+the share of jobs longer than the walltime limit JEDI derives from the served fields. Written to
+artifacts/backtest.json, artifacts/backtest.md, artifacts/backtest.png and
+artifacts/backtest_predictions.parquet (every served answer).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 
 from models.metrics import QUANTILE_COLUMNS
 from models.protocol import DAY, Windows, pipeline_now
+from models.requests import walltime_exceeded_share
 from models.select import choose_winner
 from models.targets import TARGETS
 from models.train import by_task, load_training_data, score, train_target
@@ -31,7 +34,8 @@ from scoutless.paths import atomic_path, resolve, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
-REPORTED = ("pinball_request", "coverage_q50", "coverage_q90", "coverage_q95", "failure_share", "slack_share", "n")
+REPORTED = ("pinball_request", "coverage_q50", "coverage_q90", "coverage_q95", "failure_share", "slack_share",
+            "hindsight_slack", "slack_vs_hindsight", "walltime_exceeded_share", "n")
 BASELINE = "history"
 
 
@@ -43,6 +47,14 @@ def backtest_origins(now: pd.Timestamp, params: Params) -> list[pd.Timestamp]:
 
 def _subset(metrics: dict) -> dict:
     return {key: metrics.get(key) for key in REPORTED}
+
+
+def _walltime(target: str, rows: pd.DataFrame, served: pd.DataFrame, jobs: pd.DataFrame, params: Params) -> dict:
+    """For cputime: the share of jobs whose wall time exceeds the limit JEDI derives from the served fields."""
+    if target != "cputime" or "corepower" not in jobs:
+        return {}
+    return {"walltime_exceeded_share": walltime_exceeded_share(
+        rows, served.loc[rows.index, "request"], jobs, params.extract.jedi.cpuefficiency_if_null)}
 
 
 def _ratio(value, baseline) -> float | None:
@@ -64,18 +76,21 @@ def judge(target: str, origin: pd.Timestamp, winner: str, results_at_origin, fea
     base_overall = results_at_origin.metrics[BASELINE]
     record = {
         "target": target, "origin": str(origin), "test_end": str(origin + params.split.test_days * DAY),
-        "winner": winner, **_subset(overall), "history_pinball_request": base_overall.get("pinball_request"),
+        "winner": winner, **_subset({**overall, **_walltime(target, test, served, jobs, params)}),
+        "history_pinball_request": base_overall.get("pinball_request"),
         "vs_history": _ratio(overall.get("pinball_request"), base_overall.get("pinball_request")),
         "by_processing_type": {},
     }
     for kind, rows in test.groupby("processing_type", observed=True):
         if len(rows) < params.backtest.min_group_tasks:
             continue
-        mine = score(spec, rows, served.loc[rows.index], request, jobs)
+        mine = {**score(spec, rows, served.loc[rows.index], request, jobs),
+                **_walltime(target, rows, served, jobs, params)}
         theirs = score(spec, rows, baseline.loc[rows.index], request, jobs)
         record["by_processing_type"][str(kind)] = {
             **_subset(mine), "vs_history": _ratio(mine.get("pinball_request"), theirs.get("pinball_request"))}
-    answers = served[list(QUANTILE_COLUMNS)].reset_index().assign(target=target, origin=origin, candidate=winner)
+    answers = served[[*QUANTILE_COLUMNS, "request"]].reset_index().assign(target=target, origin=origin,
+                                                                           candidate=winner)
     return record, answers
 
 
@@ -123,9 +138,15 @@ def summarise(records: list[dict]) -> dict:
             "coverage_q90_min": float(rows["coverage_q90"].min()),
             "coverage_q90_max": float(rows["coverage_q90"].max()),
             "vs_history_mean": float(rows["vs_history"].mean()), "vs_history_max": float(rows["vs_history"].max()),
-            "failure_share_max": None if rows["failure_share"].isna().all() else float(rows["failure_share"].max()),
+            "failure_share_max": _max(rows, "failure_share"),
+            "slack_vs_hindsight_max": _max(rows, "slack_vs_hindsight"),
+            "walltime_exceeded_share_max": _max(rows, "walltime_exceeded_share"),
         }
     return out
+
+
+def _max(rows: pd.DataFrame, column: str) -> float | None:
+    return None if column not in rows or rows[column].isna().all() else float(rows[column].max())
 
 
 def _cell(value, digits: int = 3) -> str:
@@ -141,25 +162,32 @@ def markdown(summary: dict) -> str:
         f"Now {summary['now']}; validation {summary['validation_days']:g} days, test {summary['test_days']:g} days; "
         f"candidates {', '.join(summary['candidates'])}. Each row: the model served as of the origin, judged on "
         "the tasks created in the test window after it. vs history: pinball loss of the request quantile over "
-        "the history baseline's (lower is better); failure share: finished jobs above the request.",
+        "the history baseline's (lower is better); jobs above: finished jobs above the request; slack: the "
+        "unused share of the request per job, and its ratio to the hindsight limit (the least slack any per-task "
+        "requests could have with as many jobs above); walltime: jobs longer than the walltime limit JEDI "
+        "derives from the served cputime and cpuefficiency.",
         "",
-        "| target | origin | winner | n | pinball | vs history | cov q50 | cov q90 | cov q95 | failure share | slack |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | origin | winner | n | pinball | vs history | cov q50 | cov q90 | cov q95 | jobs above | slack "
+        "| vs hindsight | walltime exceeded |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary["windows"]:
         lines.append(
             f"| {r['target']} | {r['origin'][:10]} | {r['winner']} | {_cell(r['n'])} | "
             f"{_cell(r['pinball_request'], 4)} | "
             f"{_cell(r['vs_history'], 2)} | {_cell(r['coverage_q50'])} | {_cell(r['coverage_q90'])} | "
-            f"{_cell(r['coverage_q95'])} | {_cell(r['failure_share'])} | {_cell(r['slack_share'])} |")
+            f"{_cell(r['coverage_q95'])} | {_cell(r['failure_share'])} | {_cell(r['slack_share'])} | "
+            f"{_cell(r['slack_vs_hindsight'], 2)} | {_cell(r['walltime_exceeded_share'])} |")
     lines += ["", "## Per processing type (every window)", "",
-              "| target | origin | processing type | n | vs history | cov q90 | failure share | slack |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
+              "| target | origin | processing type | n | vs history | cov q90 | jobs above | slack | vs hindsight "
+              "| walltime exceeded |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["windows"]:
         for kind, g in r["by_processing_type"].items():
             lines.append(f"| {r['target']} | {r['origin'][:10]} | {kind} | {_cell(g['n'])} | "
                          f"{_cell(g['vs_history'], 2)} | "
-                         f"{_cell(g['coverage_q90'])} | {_cell(g['failure_share'])} | {_cell(g['slack_share'])} |")
+                         f"{_cell(g['coverage_q90'])} | {_cell(g['failure_share'])} | {_cell(g['slack_share'])} | "
+                         f"{_cell(g['slack_vs_hindsight'], 2)} | {_cell(g['walltime_exceeded_share'])} |")
     return "\n".join(lines) + "\n"
 
 

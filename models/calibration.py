@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from models.metrics import QUANTILES
+from models.protocol import LABELS_KNOWN_AT
 
 
 def weighted_conformal_quantile(scores: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -31,13 +32,17 @@ def weighted_conformal_quantile(scores: np.ndarray, weights: np.ndarray, q: floa
     smallest score whose weighted share (of the total plus 1) reaches q; the largest score when none does
     (+inf would refuse to answer). With equal weights it is the ceil((n + 1) q)-th smallest score."""
     known = ~np.isnan(scores)
-    scores, weights = scores[known], weights[known]
+    order = np.argsort(scores[known], kind="stable")
+    return _sorted_conformal_quantile(scores[known][order], weights[known][order], q)
+
+
+def _sorted_conformal_quantile(scores: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """weighted_conformal_quantile of scores already in ascending order, without NaN."""
     if not len(scores):
         return 0.0
-    order = np.argsort(scores, kind="stable")
-    share = np.cumsum(weights[order]) / (weights.sum() + 1.0)
+    share = np.cumsum(weights) / (weights.sum() + 1.0)
     reached = np.flatnonzero(share >= q - 1e-12)
-    return float(scores[order][reached[0]] if len(reached) else scores[order][-1])
+    return float(scores[reached[0]] if len(reached) else scores[-1])
 
 
 @dataclass
@@ -47,29 +52,7 @@ class ConformalOffsets:
     overall: list[float] = field(default_factory=lambda: [0.0] * len(QUANTILES))
     by_group: dict[str, list[float]] = field(default_factory=dict)
     group: str | None = None
-
-    @classmethod
-    def fit(cls, y_model: np.ndarray, predicted: np.ndarray, frame: pd.DataFrame, age_days: np.ndarray,
-            settings: dict) -> ConformalOffsets:
-        """`predicted`: (n, 3) model-space quantiles of the calibration tasks in `frame`; `age_days`: how long
-        before the origin each was created. `settings`: train.calibration (group, min_group_tasks,
-        half_life_days)."""
-        half_life = settings.get("half_life_days")
-        weights = np.ones(len(y_model)) if half_life is None else 0.5 ** (np.clip(age_days, 0, None) / half_life)
-
-        def offsets(rows: np.ndarray) -> list[float]:
-            return [weighted_conformal_quantile(y_model[rows] - predicted[rows, i], weights[rows], q)
-                    for i, q in enumerate(QUANTILES)]
-
-        everything = np.ones(len(y_model), dtype=bool)
-        result = cls(overall=offsets(everything), group=settings.get("group"))
-        if result.group and result.group in frame:
-            values = frame[result.group].astype("string").to_numpy(dtype=object, na_value=None)
-            for value in pd.unique(values[pd.notna(values)]):
-                rows = values == value
-                if rows.sum() >= settings.get("min_group_tasks", 100):
-                    result.by_group[str(value)] = offsets(rows)
-        return result
+    levels: list[float] = field(default_factory=lambda: list(QUANTILES))
 
     def apply(self, predicted: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
         """`predicted` (n, 3) shifted by each row's group offsets, else the overall ones."""
@@ -82,9 +65,113 @@ class ConformalOffsets:
         return predicted + shift
 
     def to_dict(self) -> dict:
-        return {"overall": self.overall, "by_group": self.by_group, "group": self.group}
+        return {"overall": self.overall, "by_group": self.by_group, "group": self.group, "levels": self.levels}
 
     @classmethod
     def from_dict(cls, data: dict) -> ConformalOffsets:
         return cls(overall=list(data["overall"]), by_group={k: list(v) for k, v in data["by_group"].items()},
-                   group=data.get("group"))
+                   group=data.get("group"), levels=list(data.get("levels", QUANTILES)))
+
+
+def _group_values(frame: pd.DataFrame, group: str | None) -> np.ndarray:
+    if not group or group not in frame:
+        return np.full(len(frame), None, dtype=object)
+    return frame[group].astype("string").to_numpy(dtype=object, na_value=None)
+
+
+def _nanoseconds(moments) -> np.ndarray:
+    """Moments as int64 nanoseconds; NaT as the largest int64 (never reached)."""
+    values = pd.to_datetime(pd.Series(moments)).to_numpy(dtype="datetime64[ns]").astype("int64")
+    return np.where(values == np.iinfo("int64").min, np.iinfo("int64").max, values)
+
+
+NS_PER_DAY = 86_400 * 10**9
+
+
+@dataclass
+class CalibrationPool:
+    """The errors of one fitted model on tasks it never learned from, each with when its task was created and
+    when its label became known. The offsets as of a moment are those of the errors known by then, weighted
+    by age from then: the model is never refit, so every error that arrives later stays out of sample and the
+    offsets can follow the newest ones (the served model's are recomputed at every history refresh; the
+    backtest recomputes them as of each task's submission). Both go through `_offsets`."""
+
+    scores: np.ndarray      # (n, len(levels)): y - predicted quantile, model space
+    created: np.ndarray     # int64 ns
+    known: np.ndarray       # int64 ns; the largest int64: not labelled (yet)
+    groups: np.ndarray      # int codes of each task's group, -1 where it has none
+    group_names: list[str]  # the group of each code
+    settings: dict          # train.calibration: group, min_group_tasks, half_life_days
+    levels: tuple[float, ...] = QUANTILES   # the quantile level of each column of scores
+    counted: np.ndarray | None = None       # rows that count towards min_group_tasks (one per task); None: all
+
+    def __post_init__(self):
+        # each level's scores in ascending order once (NaN last): a subset's order is this one, filtered
+        self._order = [np.argsort(self.scores[:, i], kind="stable") for i in range(self.scores.shape[1])]
+        self._codes = {name: code for code, name in enumerate(self.group_names)}
+
+    @classmethod
+    def of(cls, y_model: np.ndarray, predicted: np.ndarray, frame: pd.DataFrame, settings: dict,
+           levels: tuple[float, ...] = QUANTILES, counted: np.ndarray | None = None) -> CalibrationPool:
+        """`predicted`: (n, len(levels)) model-space quantiles of the rows of `frame` (which has creationdate
+        and labels_known_at); `y_model`: their labels in model space (NaN: unknown). A row may be a job of a
+        task (`frame` repeating its task's row); `counted` then marks one row per task."""
+        scores = np.asarray(y_model, dtype="float64")[:, None] - np.asarray(predicted, dtype="float64")
+        known = _nanoseconds(frame[LABELS_KNOWN_AT].to_numpy())
+        known[np.isnan(scores).any(axis=1)] = np.iinfo("int64").max
+        codes, names = pd.factorize(pd.Series(_group_values(frame, settings.get("group")), dtype=object))
+        return cls(scores, _nanoseconds(frame["creationdate"].to_numpy()), known, codes.astype("int64"),
+                   [str(name) for name in names], dict(settings), tuple(levels), counted)
+
+    def known_by(self, as_of: pd.Timestamp) -> np.ndarray:
+        moment = _nanoseconds([as_of])[0]
+        return self._known_by(moment)
+
+    def _known_by(self, moment: int) -> np.ndarray:
+        return (self.known <= moment) & (self.created <= moment)
+
+    def _offsets(self, rows: np.ndarray, moment: int) -> list[float]:
+        half_life = self.settings.get("half_life_days")
+        if half_life is None:
+            weights = np.ones(len(rows))
+        else:
+            age_days = (moment - self.created) / NS_PER_DAY
+            weights = 0.5 ** (np.clip(age_days, 0, None) / half_life)
+        out = []
+        for i, q in enumerate(self.levels):
+            chosen = self._order[i][rows[self._order[i]]]
+            out.append(_sorted_conformal_quantile(self.scores[chosen, i], weights[chosen], q))
+        return out
+
+    def _group_rows(self, known: np.ndarray, code: int) -> np.ndarray | None:
+        """The known rows of group `code` when they are enough for offsets of their own."""
+        if code < 0:
+            return None
+        rows = known & (self.groups == code)
+        tasks = rows.sum() if self.counted is None else (rows & self.counted).sum()
+        return rows if tasks >= self.settings.get("min_group_tasks", 100) else None
+
+    def offsets_at(self, as_of: pd.Timestamp) -> ConformalOffsets:
+        """Every group's offsets from the errors known by `as_of`."""
+        moment = _nanoseconds([as_of])[0]
+        known = self._known_by(moment)
+        result = ConformalOffsets(overall=self._offsets(known, moment), group=self.settings.get("group"),
+                                  levels=list(self.levels))
+        if result.group:
+            for code, name in enumerate(self.group_names):
+                rows = self._group_rows(known, code)
+                if rows is not None:
+                    result.by_group[name] = self._offsets(rows, moment)
+        return result
+
+    def apply_as_of(self, predicted: np.ndarray, frame: pd.DataFrame, as_of) -> np.ndarray:
+        """`predicted` (n, 3), each row shifted by its group's offsets as of its own moment in `as_of`: what
+        a service whose calibration was refreshed at that moment answers (the same offsets as offsets_at)."""
+        groups = _group_values(frame, self.settings.get("group"))
+        moments = _nanoseconds(np.asarray(as_of))
+        shifted = np.array(predicted, dtype="float64")
+        for i, (moment, value) in enumerate(zip(moments, groups, strict=True)):
+            known = self._known_by(moment)
+            rows = self._group_rows(known, self._codes.get(value, -1) if value is not None else -1)
+            shifted[i] += self._offsets(known if rows is None else rows, moment)
+        return shifted

@@ -10,7 +10,9 @@
 
 Learned candidates model skewed targets in log space and are calibrated by conformalized quantile
 regression (models.calibration) on the validation window, which they did not learn from; they are not refit
-afterwards, so the offsets belong to the model that answers. The quantiles are sorted so that they never cross.
+afterwards, so the offsets belong to the model that answers, and they can be recomputed as later labels
+arrive (every task created after the fit's knowledge cut is out of sample). The quantiles are sorted so that
+they never cross.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from features.history import group_key
-from models.calibration import ConformalOffsets
+from models.calibration import CalibrationPool, ConformalOffsets
 from models.encoding import CategoryEncoder
 from models.metrics import QUANTILE_COLUMNS, QUANTILES
 from models.protocol import interleaved_halves
+from models.requests import efficiency_request, job_pool
 from models.targets import TargetSpec
 
 PAPER_CATEGORICAL = ["prodsourcelabel", "processing_type", "framework", "corecount_class"]
@@ -48,23 +51,90 @@ class Candidate(ABC):
 
     def __init__(self, spec: TargetSpec, config: dict):
         self.spec, self.config = spec, config
+        self.job_calibration: ConformalOffsets | None = None
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, y: np.ndarray) -> Candidate:
         """Fit on `train` (its features) and `y` (target units)."""
 
-    def calibrate(self, frame: pd.DataFrame, y: np.ndarray, age_days: np.ndarray) -> Candidate:
-        """Calibrate on tasks it did not learn from (`age_days`: how long before the origin each was
-        created). Only the learned candidates have anything to calibrate."""
+    def calibration_pool(self, frame: pd.DataFrame, y: np.ndarray) -> CalibrationPool | None:
+        """Its errors on tasks it did not learn from (`frame`, labels `y` in target units, NaN: unknown);
+        None for the candidates that have nothing to calibrate."""
+        return None
+
+    def calibrate(self, frame: pd.DataFrame, y: np.ndarray, as_of: pd.Timestamp) -> Candidate:
+        """Calibrate on tasks it did not learn from, with the labels known by `as_of`."""
+        pool = self.calibration_pool(frame, y)
+        return self if pool is None else self.recalibrate(pool, as_of)
+
+    def recalibrate(self, pool: CalibrationPool, as_of: pd.Timestamp) -> Candidate:
+        """Take the offsets of `pool` as of `as_of` (a history refresh, without refitting)."""
         return self
 
-    def calibrated_out_of_sample(self, frame: pd.DataFrame, y: np.ndarray, age_days: np.ndarray) -> pd.DataFrame:
+    def job_pool(self, frame: pd.DataFrame, jobs: pd.DataFrame | None) -> CalibrationPool | None:
+        """Its request's errors on the finished jobs of tasks it did not learn from (models.requests); None
+        when the target has no per-job limit."""
+        request = self.config.get("request", {})
+        return job_pool(self.spec, frame, self._quantiles_and_base(frame, None)[1], jobs,
+                        self.config.get("calibration", {}), request.get("max_job_failure", 0.02))
+
+    def calibrate_jobs(self, frame: pd.DataFrame, jobs: pd.DataFrame | None, as_of: pd.Timestamp) -> Candidate:
+        """Calibrate the request on the jobs of tasks it did not learn from, known by `as_of`."""
+        pool = self.job_pool(frame, jobs)
+        self.job_calibration = None if pool is None else pool.offsets_at(as_of)
+        return self
+
+    def calibrated_out_of_sample(self, frame: pd.DataFrame, y: np.ndarray, as_of: pd.Timestamp) -> pd.DataFrame:
         """Predictions for the calibration tasks themselves, each half calibrated on the other half: what
         selection scores, so that a candidate is not judged on the offsets it was fitted to."""
         return self.predict(frame)
 
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """q50, q90, q95 of the label, and the `request` JEDI should set, with `expected_job_failure`: the
+        share of the task's jobs it is calibrated to leave above it."""
+        quantiles, base = self._quantiles_and_base(frame, None)
+        return self._with_request(frame, quantiles, base, self._request_shift(frame))
+
+    def predict_as_submitted(self, frame: pd.DataFrame, pool: CalibrationPool | None,
+                             jobs: CalibrationPool | None) -> pd.DataFrame:
+        """Each task's answer with the offsets of `pool` (quantiles) and `jobs` (request) as of just before
+        its creation: what a service whose calibration is refreshed as labels arrive answers at submission."""
+        just_before = pd.to_datetime(frame["creationdate"]) - pd.Timedelta(1, "ns")
+        quantiles, base = self._quantiles_and_base(frame, None if pool is None else just_before, pool)
+        shift = None if jobs is None else jobs.apply_as_of(np.zeros((len(frame), 1)), frame, just_before)[:, 0]
+        return self._with_request(frame, quantiles, base, shift)
+
+    def _quantiles_and_base(self, frame: pd.DataFrame, moments: pd.Series | None,
+                            pool: CalibrationPool | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """(the label quantiles, the model-space value the request builds on: the request quantile before
+        any offset). Learned candidates calibrate the quantiles as of `moments` with `pool` when given."""
+        quantiles = self.predict_quantiles(frame)
+        return quantiles, self.spec.to_model_space(quantiles[self.request_quantile].to_numpy(dtype="float64"))
+
+    def _request_shift(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Each task's job-level offset from the calibration it holds (None: the target has none)."""
+        if self.job_calibration is None:
+            return None
+        return self.job_calibration.apply(np.zeros((len(frame), 1)), frame)[:, 0]
+
+    @property
+    def request_quantile(self) -> str:
+        return self.config.get("request", {}).get("quantile", "q90")
+
+    def _with_request(self, frame: pd.DataFrame, quantiles: pd.DataFrame, base: np.ndarray,
+                      shift: np.ndarray | None) -> pd.DataFrame:
+        request = self.config.get("request", {})
+        if self.spec.request_is_preset:
+            asked, failure = efficiency_request(frame, request.get("default_preset", 90.0)), np.nan
+        elif shift is not None:
+            asked, failure = self.spec.from_model_space(base + shift), request.get("max_job_failure", 0.02)
+        else:
+            asked, failure = quantiles[self.request_quantile].to_numpy(dtype="float64"), np.nan
+        return quantiles.assign(request=asked, expected_job_failure=failure)
+
     @abstractmethod
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+    def predict_quantiles(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """q50, q90, q95 of the label."""
 
     def state(self) -> dict:
         return {}
@@ -79,7 +149,8 @@ class Candidate(ABC):
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.save_files(folder)
-        manifest = {"candidate": self.name, "target": self.spec.name, "config": self.config, "state": self.state()}
+        manifest = {"candidate": self.name, "target": self.spec.name, "config": self.config, "state": self.state(),
+                    "job_calibration": None if self.job_calibration is None else self.job_calibration.to_dict()}
         (folder / "candidate.json").write_text(json.dumps(manifest, indent=2, default=float) + "\n")
 
     @staticmethod
@@ -87,6 +158,8 @@ class Candidate(ABC):
         manifest = json.loads((folder / "candidate.json").read_text())
         candidate = CANDIDATES[manifest["candidate"]](spec, manifest["config"])
         candidate.set_state(manifest["state"])
+        if manifest.get("job_calibration") is not None:
+            candidate.job_calibration = ConformalOffsets.from_dict(manifest["job_calibration"])
         candidate.load_files(folder)
         return candidate
 
@@ -100,7 +173,7 @@ class DefaultCandidate(Candidate):
     def fit(self, train, y):
         return self
 
-    def predict(self, frame):
+    def predict_quantiles(self, frame):
         value = self.config.get("value")
         values = np.full((len(frame), 3), np.nan if value is None else float(value))
         return as_quantile_frame(values, frame.index, self.spec, model_space=False)
@@ -113,7 +186,7 @@ class ScoutCandidate(Candidate):
     def fit(self, train, y):
         return self
 
-    def predict(self, frame):
+    def predict_quantiles(self, frame):
         column = f"scout_{self.spec.name}"
         value = frame[column] if column in frame else pd.Series(np.nan, index=frame.index)
         values = np.repeat(pd.to_numeric(value, errors="coerce").to_numpy(dtype="float64")[:, None], 3, axis=1)
@@ -139,7 +212,7 @@ class HistoryCandidate(Candidate):
         self.overall = [float(np.nanquantile(y, q)) for q in QUANTILES]
         return self
 
-    def predict(self, frame):
+    def predict_quantiles(self, frame):
         result = np.full((len(frame), 3), np.nan)
         for level, columns in enumerate(self.config["groups"]):
             key = group_key(frame.reindex(columns=columns), tuple(columns))
@@ -175,27 +248,37 @@ class LearnedCandidate(Candidate):
         self.calibration = ConformalOffsets()
         return self
 
-    def _offsets(self, frame, raw, y, age_days) -> ConformalOffsets:
-        return ConformalOffsets.fit(self.spec.to_model_space(y), raw, frame, np.asarray(age_days, dtype="float64"),
-                                    self.config.get("calibration", {}))
+    def _pool(self, frame, raw, y) -> CalibrationPool:
+        return CalibrationPool.of(self.spec.to_model_space(np.asarray(y, dtype="float64")), raw, frame,
+                                  self.config.get("calibration", {}))
 
-    def calibrate(self, frame, y, age_days):
-        self.calibration = self._offsets(frame, self._predict(frame), y, age_days)
+    def calibration_pool(self, frame, y):
+        return self._pool(frame, self._predict(frame), y)
+
+    def recalibrate(self, pool, as_of):
+        self.calibration = pool.offsets_at(as_of)
         return self
 
-    def calibrated_out_of_sample(self, frame, y, age_days):
+    def calibrated_out_of_sample(self, frame, y, as_of):
         raw, half = self._predict(frame), interleaved_halves(frame)
-        y, age_days = np.asarray(y, dtype="float64"), np.asarray(age_days, dtype="float64")
+        y = np.asarray(y, dtype="float64")
         calibrated = np.full_like(raw, np.nan)
         for part in (0, 1):
             mine, other = half == part, half != part
-            offsets = self._offsets(frame[other], raw[other], y[other], age_days[other])
+            offsets = self._pool(frame[other], raw[other], y[other]).offsets_at(as_of)
             calibrated[mine] = offsets.apply(raw[mine], frame[mine])
-        return as_quantile_frame(calibrated, frame.index, self.spec, model_space=True)
+        quantiles = as_quantile_frame(calibrated, frame.index, self.spec, model_space=True)
+        return self._with_request(frame, quantiles, raw[:, QUANTILE_COLUMNS.index(self.request_quantile)],
+                                  self._request_shift(frame))
 
-    def predict(self, frame):
-        return as_quantile_frame(self.calibration.apply(self._predict(frame), frame), frame.index, self.spec,
-                                 model_space=True)
+    def predict_quantiles(self, frame):
+        return self._quantiles_and_base(frame, None)[0]
+
+    def _quantiles_and_base(self, frame, moments, pool=None):
+        raw = self._predict(frame)
+        calibrated = self.calibration.apply(raw, frame) if pool is None else pool.apply_as_of(raw, frame, moments)
+        return (as_quantile_frame(calibrated, frame.index, self.spec, model_space=True),
+                raw[:, QUANTILE_COLUMNS.index(self.request_quantile)])
 
     @abstractmethod
     def _fit(self, frame: pd.DataFrame, y_model: np.ndarray) -> None: ...

@@ -1,8 +1,9 @@
 """How a candidate's quantile predictions are scored, in the paper's terms and in PanDA's.
 
 The paper's point metrics (MAE, RMSE, R², MAPE) judge the median; the pinball loss and the empirical
-coverage judge each quantile; the failure share and the slack share say what the request quantile would
-cost PanDA: jobs that fail because the request was too low, resources held that the task never used.
+coverage judge each quantile; the failure share and the slack share say what the request would cost PanDA:
+jobs that fail because the request was too low, resources held that the jobs never used, beside the
+hindsight limit (the least slack any per-task requests could have at the same share of jobs above).
 Every function ignores rows where a value is missing (NaN) and returns NaN when no row is left, so a
 candidate that cannot answer for some tasks is scored on the tasks it answered (`evaluate` counts the rest).
 """
@@ -93,10 +94,8 @@ def job_failure_share(request: pd.Series, jobs: pd.DataFrame, value_column: str)
     missing = {"jeditaskid", value_column} - set(jobs.columns)
     if missing:
         raise ValueError(f"jobs lack the column(s) {sorted(missing)}")
-    task_request = jobs["jeditaskid"].map(request).to_numpy(dtype="float64")
-    used = pd.to_numeric(jobs[value_column], errors="coerce").to_numpy(dtype="float64")
-    known = ~(np.isnan(task_request) | np.isnan(used))
-    return float(np.mean(used[known] > task_request[known])) if known.any() else np.nan
+    outcomes = job_outcomes(request, jobs, value_column)
+    return float(np.mean(outcomes["need"] > outcomes["request"])) if len(outcomes) else np.nan
 
 
 def slack_share(y_true, request) -> float:
@@ -111,6 +110,76 @@ def slack_share(y_true, request) -> float:
         return np.nan
     true, asked = true[positive], asked[positive]
     return float(np.mean(np.maximum(asked - true, 0) / asked))
+
+
+def job_outcomes(request: pd.Series, jobs: pd.DataFrame, need_column: str) -> pd.DataFrame:
+    """Per finished job of a task in `request` (indexed by jeditaskid): its task, need and request."""
+    asked = jobs["jeditaskid"].map(request).to_numpy(dtype="float64")
+    need = pd.to_numeric(jobs[need_column], errors="coerce").to_numpy(dtype="float64")
+    known = ~(np.isnan(asked) | np.isnan(need))
+    return pd.DataFrame({"jeditaskid": jobs["jeditaskid"].to_numpy()[known], "need": need[known],
+                         "request": asked[known]})
+
+
+def job_slack(outcomes: pd.DataFrame) -> float:
+    """Mean over jobs of the unused share of the request, max(request - need, 0) / request (jobs above it
+    hold none unused: they fail)."""
+    positive = outcomes["request"] > 0
+    if not positive.any():
+        return np.nan
+    rows = outcomes[positive]
+    return float(np.mean(np.maximum(rows["request"] - rows["need"], 0.0) / rows["request"]))
+
+
+def hindsight_slack(outcomes: pd.DataFrame, share_above: float) -> float:
+    """The least job slack any per-task requests could have with at most `share_above` of the jobs above
+    them, knowing every job's need: per task, the request among its jobs' needs minimising slack + λ · jobs
+    above; λ is the smallest that brings the share of jobs above down to `share_above` (bisection)."""
+    if not len(outcomes) or not np.isfinite(share_above):
+        return np.nan
+    jobs = outcomes[outcomes["need"] > 0].sort_values(["jeditaskid", "need"], kind="stable")
+    if not len(jobs):
+        return np.nan
+    task = jobs["jeditaskid"].to_numpy()
+    need = jobs["need"].to_numpy(dtype="float64")
+    starts = np.flatnonzero(np.r_[True, task[1:] != task[:-1]])
+    size = np.diff(np.r_[starts, len(task)])
+    start_of = np.repeat(starts, size)
+    rank = np.arange(len(task)) - start_of                      # 0-based rank of the candidate within its task
+    # Candidate request = the need of rank k: the jobs ranked above k fail (ties: those with a larger need),
+    # and the jobs at or below waste (need_k - need_j) / need_k each.
+    cumulative = np.cumsum(need)
+    below_sum = cumulative - np.r_[0.0, cumulative][start_of]   # sum of the needs up to and including rank k
+    strictly_above = np.repeat(size, size) - 1 - rank
+    same_as_next = np.r_[need[1:] == need[:-1], False] & np.r_[task[1:] == task[:-1], False]
+    # with ties, the jobs of equal need above rank k do not fail: count those strictly greater
+    above = strictly_above.copy()
+    for i in np.flatnonzero(same_as_next)[::-1]:
+        above[i] = above[i + 1]
+    waste = ((rank + 1) * need - below_sum) / need               # sum over the jobs at or below rank k
+    total = len(task)
+
+    def choose(lam: float) -> tuple[float, float]:
+        cost = waste + lam * above
+        best = np.minimum.reduceat(cost, starts)
+        chosen = np.flatnonzero(cost <= np.repeat(best, size) + 1e-12)
+        # the first (lowest) candidate reaching the minimum of each task
+        first = chosen[np.r_[True, start_of[chosen][1:] != start_of[chosen][:-1]]]
+        return above[first].sum() / total, waste[first].sum() / total
+
+    share, slack = choose(0.0)
+    if share <= share_above:
+        return slack
+    low, high = 0.0, 1.0
+    while choose(high)[0] > share_above and high < 1e9:
+        high *= 2
+    for _ in range(50):
+        middle = (low + high) / 2
+        if choose(middle)[0] > share_above:
+            low = middle
+        else:
+            high = middle
+    return choose(high)[1]
 
 
 def evaluate(
@@ -161,10 +230,17 @@ def evaluate(
     result["pinball_request"] = result[f"{space}_{request_quantile}"]
     result["request_quantile"] = request_quantile
 
-    request = quantiles[request_quantile]
+    request = predictions.loc[scored.index[scored], "request"].astype("float64") if "request" in predictions \
+        else quantiles[request_quantile]
     if jobs is not None:
-        result["failure_share"] = job_failure_share(request, jobs, job_value_column)
-    result["slack_share"] = slack_share(true, request)
+        share = result["failure_share"] = job_failure_share(request, jobs, job_value_column)
+        outcomes = job_outcomes(request, jobs, job_value_column)
+        result["slack_share"] = job_slack(outcomes)
+        result["hindsight_slack"] = hindsight_slack(outcomes, share)
+        limit = result["hindsight_slack"]
+        result["slack_vs_hindsight"] = result["slack_share"] / limit if limit and np.isfinite(limit) else np.nan
+    else:
+        result["slack_share"] = slack_share(true, request)
     result["n"] = int(scored.sum())
     result["n_unpredicted"] = int((y_true.notna() & ~answered).sum())
     return {key: value if isinstance(value, str | int) else float(value) for key, value in result.items()}

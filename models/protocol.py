@@ -6,6 +6,9 @@ A task's labels exist from `labels_known_at` (its endtime, never before its crea
 - validation: the tasks created in (T - validation_days, T] whose labels were known by T: calibration,
   selection;
 - test: the tasks created in (T, T + test_days]: reported, and the gate's comparison; never tuned on.
+After T the model is never refit, but every task created after its knowledge cut (T - validation_days) is
+out of sample for it: as their labels arrive they recalibrate it (`calibration_rows`; models.refresh for the
+service, each test task as of just before its creation for the test window).
 
 The pipeline's "now" is `split.as_of` (null: the archive's newest known time). It trains every candidate as of
 now - test_days, so that the test window is real, then refits the chosen configuration as of now: the model
@@ -99,6 +102,14 @@ class Windows:
             "test_end": str(self.test_end) if test is not None else None,
             "n_train": len(fit), "n_validation": len(validation), "n_test": 0 if test is None else len(test),
         }
+
+
+def calibration_rows(features: pd.DataFrame, target: str, after: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
+    """The labelled tasks created in (after, until]: with `after` a model's knowledge cut (its validation
+    window's start), none of them was learned from, so all of them can calibrate it as their labels arrive."""
+    created = pd.to_datetime(features["creationdate"])
+    inside = (created > after) & (created <= until)
+    return features[inside & features[f"label_{target}"].notna()]
 
 
 def interleaved_halves(frame: pd.DataFrame) -> np.ndarray:

@@ -21,6 +21,7 @@ DATA_WINDOW_KEYS = ("labels_known_by", "train_start", "train_end", "validation_s
                     "test_start", "test_end", "n_train", "n_validation", "n_test")
 CARD_METRICS = (
     "pinball_request", "coverage_q90", "coverage_q95", "mae", "mape", "r2", "failure_share", "slack_share",
+    "slack_vs_hindsight",
 )
 CALIBRATION_TOLERANCE = 0.03
 MAX_SCATTER_POINTS = 20_000  # beyond this a scatter is a blot; a fixed sample keeps it readable and fast
@@ -152,6 +153,8 @@ def _format(metric: str, value) -> str:
         return "–"
     if metric.startswith(("coverage", "failure_share", "slack_share")):
         return f"{value:.3f}"
+    if metric == "slack_vs_hindsight":
+        return f"{value:.2f}"
     if metric == "mape":
         return f"{value:.1f}"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -214,9 +217,10 @@ def model_card(
         "",
         "## Metrics on the test window",
         f"pinball_request: pinball loss of {request_quantile} ({space}; lower is better); coverage_qNN: share of "
-        "tasks at or below the quantile; failure_share: share of finished jobs above their task's request; "
-        "slack_share: requested beyond need, as a share of the request; mae, mape (%, over actual > 0), r2: "
-        f"of q50 in {unit}.",
+        "tasks at or below the quantile; failure_share: share of finished jobs above their task's request (the "
+        "job-level value JEDI is told to set); slack_share: the unused share of the request, per job; "
+        "slack_vs_hindsight: slack over the least any per-task requests could have with as many jobs above; "
+        f"mae, mape (%, over actual > 0), r2: of q50 in {unit}.",
         "",
         "| candidate | " + " | ".join(CARD_METRICS) + " |",
         "|---|" + "---:|" * len(CARD_METRICS),

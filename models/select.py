@@ -8,7 +8,8 @@ window's start, and both are scored on the test window; the winner replaces it i
 configuration, as `select.gate` says. Whatever configuration goes on is refit as of now (models.protocol:
 every label known by now, the newest validation_days of them as its calibration) and promoted: a folder
 swapped into artifacts/promoted/<target>/ holding the candidate's files, the history snapshot as of now and
-promotion.json (version, data window, the configuration's test metrics).
+promotion.json (version, data window, the configuration's test metrics). Last, the history artifact the
+service reads (models.refresh) is written as of now, with the promoted models' calibration.
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from features.build import feature_columns
-from features.history_artifact import write_history
+from features.history_artifact import snapshot_as_of
 from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
 from models.metrics import QUANTILE_COLUMNS
 from models.protocol import DAY, Windows, as_of_view, pipeline_now
+from models.refresh import write_history
 from models.report import leaderboard, model_card, write_plots
 from models.targets import TARGETS
-from models.train import by_task, fit_as_of, load_training_data, score
+from models.train import by_task, fit_as_of, load_training_data, predict_test, score
 from scoutless.params import Params
 from scoutless.paths import atomic_path, build_dir, replace_dir, resolve, write_json
 
@@ -77,16 +78,16 @@ def stored_configuration(folder: Path) -> tuple[str, dict]:
 
 
 def promote(target: str, configuration: tuple[str, dict], params: Params, features: pd.DataFrame,
-            now: pd.Timestamp, test_metrics: dict) -> dict:
-    """Refit `configuration` as of `now` and swap it, with the history snapshot as of now, into
+            jobs: pd.DataFrame, snapshot: pd.DataFrame, now: pd.Timestamp, test_metrics: dict) -> dict:
+    """Refit `configuration` as of `now` and swap it, with `snapshot` (the history as of now), into
     artifacts/promoted/<target>/."""
     name, config = configuration
     windows = Windows.at(now, params.split)
-    candidate, fit, validation = fit_as_of(name, config, TARGETS[target], features, windows)
+    candidate, fit, validation = fit_as_of(name, config, TARGETS[target], features, jobs, windows)
     promoted_root = resolve(params.paths.promoted)
     build = build_dir(promoted_root / target)
     candidate.save(build / MODEL_DIR)
-    shutil.copy2(resolve(params.paths.history) / SNAPSHOT_FILE, build / SNAPSHOT_FILE)
+    snapshot.to_parquet(build / SNAPSHOT_FILE, index=False)
     info = {
         "target": target, "candidate": name, "version": f"{target}-{name}-{model_version(build)}",
         "unit": TARGETS[target].unit, "request_quantile": params.train.request_quantile.get(target, "q90"),
@@ -115,9 +116,10 @@ def gate(target: str, winner: tuple[str, dict], winner_test: dict, features: pd.
     spec, metric = TARGETS[target], params.select.metric
     windows = Windows.at(test_origin, params.split)
     try:
-        candidate, _, _ = fit_as_of(*promoted, spec, features, windows)
+        candidate, _, _ = fit_as_of(*promoted, spec, features, jobs, windows)
         test = by_task(windows.test_rows(features, target))
-        scored = score(spec, test, candidate.predict(test), params.train.request_quantile.get(target, "q90"), jobs)
+        scored = score(spec, test, predict_test(candidate, features, jobs, target, windows, test),
+                       params.train.request_quantile.get(target, "q90"), jobs)
     except (KeyError, ValueError) as exc:  # a configuration of an older feature set may not train today
         return True, f"promoted configuration {promoted[0]} cannot be retrained on today's features ({exc})", None, None
     new, old = _finite(winner_test.get(metric)), _finite(scored.get(metric))
@@ -135,7 +137,7 @@ def run_select(params: Params) -> dict:
     now = pipeline_now(features, params.split)
     features = as_of_view(features, now)
     test_origin = now - params.split.test_days * DAY
-    write_history(params, now)
+    snapshot = snapshot_as_of(pd.read_parquet(resolve(params.paths.features) / "history.parquet"), now)
     metric = params.select.metric
     all_metrics, winners, outcome, refused = {}, {}, {}, []
     for target in params.targets:
@@ -147,19 +149,20 @@ def run_select(params: Params) -> dict:
         accepted, why, promoted, promoted_test = gate(target, configuration, metrics[winner], features, jobs,
                                                       params, test_origin)
         if accepted:
-            info = promote(target, configuration, params, features, now, metrics[winner])
+            info = promote(target, configuration, params, features, jobs, snapshot, now, metrics[winner])
             outcome[target] = {"promoted": info["version"], "why": why}
         elif params.select.gate == "fail":
             refused.append(f"{target}: {why}")
             outcome[target] = {"kept": read_promotion(resolve(params.paths.promoted) / target)["version"], "why": why}
         else:
-            info = promote(target, promoted, params, features, now, promoted_test)
+            info = promote(target, promoted, params, features, jobs, snapshot, now, promoted_test)
             refused.append(f"{target}: {why}")
             outcome[target] = {"kept": info["version"], "why": why}
         log.info("%s: %s", target, why)
         test = by_task(Windows.at(test_origin, params.split).test_rows(features, target))
         write_target_report(target, winner, metrics, window, test, params)
 
+    write_history(params, now)   # the history and the promoted models' calibration as of now, for the service
     with atomic_path(artifacts / "leaderboard.md") as tmp:
         tmp.write_text(leaderboard(all_metrics, winners, metric))
     summary = {

@@ -1,5 +1,5 @@
 """What each target is: its PanDA unit, whether it is modelled in log space, and which per-job
-measurement tells whether a request for it would have been enough."""
+measurement tells whether a request for it would have been enough (models.requests)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class TargetSpec:
     log_space: bool                 # skewed targets (decades apart) are modelled as log1p
     upper_bound: float | None       # a hard ceiling of the quantity itself
     job_column: str | None          # column of jobs.parquet that a request must cover (None: not a limit)
+    request_is_preset: bool = False  # the request is the task's preset (cpuefficiency: what cputime is in)
 
     def to_model_space(self, values):
         values = np.asarray(values, dtype="float64")
@@ -30,8 +31,9 @@ TARGETS: dict[str, TargetSpec] = {
     spec.name: spec
     for spec in (
         TargetSpec("ramcount", "MBPerCore", True, None, "ram_mb_per_core"),
-        TargetSpec("cputime", "HS06sPerEvent", True, None, "cputime_hs06s_per_event"),
-        TargetSpec("cpuefficiency", "percent", False, 100.0, None),
+        # a job's walltime limit must allow for its whole wall time, eligible for JEDI's cputime or not
+        TargetSpec("cputime", "HS06sPerEvent", True, None, "wall_cputime_hs06s_per_event"),
+        TargetSpec("cpuefficiency", "percent", False, 100.0, None, request_is_preset=True),
         TargetSpec("iointensity", "kBPerS", True, None, "iointensity_kbps"),
         TargetSpec("outdiskcount", "kBPerEvent", True, None, "outdisk_kb_per_event"),
         TargetSpec("workdiskcount", "MB", True, None, "workdisk_mb"),

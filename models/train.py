@@ -1,5 +1,6 @@
 """The train stage, one target at a time: every candidate trained as of the test window's start, calibrated
-and scored on the validation window, and scored on the test window (models.protocol).
+and scored on the validation window, and scored on the test window (models.protocol) as it is served: each
+test task with the offsets recomputed from the labels known just before its submission.
 
 Inputs: data/features/features.parquet and data/validated/jobs.parquet (to count the jobs a request would
 have failed). Outputs, per target: artifacts/models/<target>/<candidate>/ (the fitted candidates, in safe
@@ -21,7 +22,7 @@ from features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from features.history import history_feature_names
 from models.candidates import CANDIDATES, Candidate
 from models.metrics import QUANTILE_COLUMNS, evaluate
-from models.protocol import DAY, Windows, as_of_view, pipeline_now
+from models.protocol import DAY, Windows, as_of_view, calibration_rows, pipeline_now
 from models.targets import TARGETS, TargetSpec
 from scoutless.params import Params
 from scoutless.paths import build_dir, replace_dir, resolve, write_json, write_parquet
@@ -42,25 +43,31 @@ class TargetResult:
 def candidate_config(name: str, target: str, params: Params) -> dict:
     """The configuration a candidate is built from (saved with it, so that it can be rebuilt)."""
     train = params.train
+    shared = {
+        "request": {"quantile": train.request_quantile.get(target, "q90"),
+                    "max_job_failure": params.request.max_job_failure,
+                    "default_preset": params.extract.jedi.cpuefficiency_if_null},
+        "calibration": train.calibration.model_dump(),
+    }
     if name == "default":
-        return {"value": train.default_values.get(target)}
+        return {"value": train.default_values.get(target), **shared}
     if name == "history":
-        return train.history.model_dump()
+        return {**train.history.model_dump(), **shared}
     if name in ("hgb", "xgboost", "mlp"):
         return {
             "params": getattr(train, name).model_dump(),
             "categorical": list(CATEGORICAL_FEATURES),
             "numeric": [*NUMERIC_FEATURES, *history_feature_names(list(params.targets))],
             "max_categories": train.max_categories,
-            "calibration": train.calibration.model_dump(),
+            **shared,
         }
-    return {}
+    return shared
 
 
 def score(spec: TargetSpec, rows: pd.DataFrame, predicted: pd.DataFrame, request_quantile: str,
           jobs: pd.DataFrame | None) -> dict:
-    """Metrics of one candidate's quantiles on `rows` (indexed by jeditaskid), with the jobs its request
-    would have failed."""
+    """Metrics of one candidate's answers on `rows` (indexed by jeditaskid): its label quantiles, and its
+    request against the jobs it would have failed."""
     job_values = jobs[["jeditaskid", spec.job_column]] if jobs is not None and spec.job_column else None
     return evaluate(rows[f"label_{spec.name}"], predicted, log_space=spec.log_space,
                     request_quantile=request_quantile, jobs=job_values, job_value_column=spec.job_column)
@@ -70,11 +77,12 @@ def by_task(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.set_index("jeditaskid", drop=False)
 
 
-def fit_as_of(name: str, config: dict, spec: TargetSpec, features: pd.DataFrame, windows: Windows
-              ) -> tuple[Candidate, pd.DataFrame, pd.DataFrame]:
+def fit_as_of(name: str, config: dict, spec: TargetSpec, features: pd.DataFrame, jobs: pd.DataFrame | None,
+              windows: Windows) -> tuple[Candidate, pd.DataFrame, pd.DataFrame]:
     """(the candidate as of windows.origin, its fit rows, its validation rows): fitted on the labels known by
-    the validation window's start, calibrated on the validation window (whose labels were known at the
-    origin): nothing it learns was unknown at the origin."""
+    the validation window's start, its quantiles and its request (on the validation tasks' `jobs`)
+    calibrated on the validation window (whose labels were known at the origin): nothing it learns was
+    unknown at the origin."""
     fit = by_task(windows.fit_rows(features, spec.name))
     validation = by_task(windows.validation_rows(features, spec.name))
     if not len(fit):
@@ -82,21 +90,28 @@ def fit_as_of(name: str, config: dict, spec: TargetSpec, features: pd.DataFrame,
                          "(split.validation_days and split.test_days leave nothing to train on)")
     candidate = CANDIDATES[name](spec, config).fit(fit, fit[f"label_{spec.name}"].to_numpy(dtype="float64"))
     if len(validation):
-        candidate.calibrate(validation, validation[f"label_{spec.name}"].to_numpy(dtype="float64"),
-                            age_days(validation, windows.origin))
+        candidate.calibrate(validation, validation[f"label_{spec.name}"].to_numpy(dtype="float64"), windows.origin)
+        candidate.calibrate_jobs(validation, jobs, windows.origin)
     return candidate, fit, validation
 
 
-def age_days(rows: pd.DataFrame, origin: pd.Timestamp) -> np.ndarray:
-    return ((origin - pd.to_datetime(rows["creationdate"])) / DAY).to_numpy(dtype="float64")
+def predict_test(candidate: Candidate, features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
+                 windows: Windows, test: pd.DataFrame) -> pd.DataFrame:
+    """The candidate's answers for the test tasks as a service refreshed as labels arrive gives them: each
+    with the offsets of the errors known just before its creation (models.refresh)."""
+    rows = calibration_rows(features, target, windows.validation_start, windows.test_end)
+    return candidate.predict_as_submitted(
+        test, candidate.calibration_pool(rows, rows[f"label_{target}"].to_numpy(dtype="float64")),
+        candidate.job_pool(rows, jobs))
 
 
 def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str, params: Params,
                  origin: pd.Timestamp, candidates: list[str] | None = None) -> TargetResult:
     """Every candidate as of `origin`, scored on its validation window (selection) and on the test window
     after `origin` (the report and the gate). The windows take only what was known at `origin` to fit and
-    calibrate; the test window is scored with whatever labels `features` holds: the pipeline passes what it
-    knows now (`as_of_view`), the backtest every label the archive has."""
+    calibrate, and a test task's offsets take only the labels known before its creation; the test window is
+    scored with whatever labels `features` holds: the pipeline passes what it knows now (`as_of_view`), the
+    backtest every label the archive has."""
     spec: TargetSpec = TARGETS[target]
     windows = Windows.at(origin, params.split)
     test = by_task(windows.test_rows(features, target))
@@ -110,11 +125,10 @@ def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
     for name in candidates or params.train.candidates:
         started = time.perf_counter()
         candidate, fit, validation = fit_as_of(name, candidate_config(name, target, params), spec, features,
-                                               windows)
+                                               jobs, windows)
         y_validation = validation[f"label_{target}"].to_numpy(dtype="float64")
-        out_of_sample = candidate.calibrated_out_of_sample(validation, y_validation,
-                                                           age_days(validation, windows.origin))
-        predicted = candidate.predict(test)
+        out_of_sample = candidate.calibrated_out_of_sample(validation, y_validation, windows.origin)
+        predicted = predict_test(candidate, features, jobs, target, windows, test)
         seconds[name] = round(time.perf_counter() - started, 3)
         fitted[name], predictions[name] = candidate, predicted
         metrics[name] = {

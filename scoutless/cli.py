@@ -148,7 +148,7 @@ def train(target: Annotated[str, typer.Option(help="The target to train (one of 
 @app.command()
 def select() -> None:
     """Choose each target's winner, pass it through the quality gate, refit it as of now and promote it;
-    write the history snapshot, leaderboard, cards, plots."""
+    write the history artifact, leaderboard, cards, plots."""
     from models.select import GateError, run_select
 
     _setup_logging()
@@ -172,9 +172,10 @@ def history(
     as_of: Annotated[datetime | None, typer.Option(
         help="Count the labels known by then (default: split.as_of, else every finished task).")] = None,
 ) -> None:
-    """Refresh the history snapshot the service reads (paths.history) from the newest finished tasks, without
-    retraining; a running `scoutless serve` picks it up at its next request."""
-    from features.history_artifact import write_history
+    """Refresh the history snapshot and the promoted models' calibration the service reads (paths.history) from
+    the newest finished tasks, without retraining; a running `scoutless serve` picks them up at its next
+    request."""
+    from models.refresh import write_history
 
     params = _params()
     typer.echo(json.dumps(write_history(params, as_of or params.split.as_of), indent=2))

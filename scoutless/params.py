@@ -202,7 +202,7 @@ class CalibrationParams(Section):
 
 class TrainParams(Section):
     candidates: list[Candidate] = ["default", "scout", "history", "mlp", "hgb", "xgboost"]
-    # The quantile sent to JEDI as the request, per target.
+    # The label quantile selection scores and the job-level request builds on, per target.
     request_quantile: dict[Target, QuantileName] = {}
     # What a task gets with no estimate at all; null where JEDI has no value to offer.
     default_values: dict[Target, float | None] = {}
@@ -212,6 +212,13 @@ class TrainParams(Section):
     hgb: HGBParams = HGBParams()
     xgboost: XGBoostParams = XGBoostParams()
     mlp: MLPParams = MLPParams()
+
+
+class RequestParams(Section):
+    """What the served request controls (models.requests)."""
+
+    # The share of a task's finished jobs a request may leave above it (they fail and are retried).
+    max_job_failure: Annotated[float, Field(gt=0, lt=1)] = 0.02
 
 
 class SelectParams(Section):
@@ -287,6 +294,7 @@ class Params(Section):
     split: SplitParams = SplitParams()
     targets: list[Target] = list(TARGETS)
     train: TrainParams = TrainParams()
+    request: RequestParams = RequestParams()
     select: SelectParams = SelectParams()
     backtest: BacktestParams = BacktestParams()
     monitor: MonitorParams = MonitorParams()

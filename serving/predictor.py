@@ -2,8 +2,9 @@
 
 Used by the BentoML service, by `scoutless predict FILE` and by the tests: one code path from a task's
 fields to the values JEDI should set. History features come from the project's history artifact when one
-is given (features.history_artifact; reloaded whenever it is refreshed, checked at every request), else from
-the snapshot promoted with the models (a Bento deployed on its own).
+is given (models.refresh; reloaded whenever it is refreshed, checked at every request), else from the
+snapshot promoted with the models (a Bento deployed on its own). The artifact's calibration replaces a
+model's conformal offsets when it was computed for that very model version.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pandas as pd
 
 from features.build import submission_features
 from features.history import history_features
-from features.history_artifact import INFO_FILE, read_history_info
+from features.history_artifact import INFO_FILE, read_calibration, read_history_info
+from models.calibration import ConformalOffsets
 from models.candidates import Candidate
 from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
 from models.targets import TARGETS
@@ -40,6 +42,9 @@ class PromotedModel:
     snapshot: pd.DataFrame
     history_targets: list[str]
     info: dict
+    promoted_calibration: ConformalOffsets | None = None
+    promoted_job_calibration: ConformalOffsets | None = None
+    calibrated_as_of: str | None = None
 
     @classmethod
     def load(cls, folder: Path, snapshots: dict[str, pd.DataFrame]) -> PromotedModel:
@@ -52,7 +57,25 @@ class PromotedModel:
             snapshots[digest] = pd.read_parquet(folder / SNAPSHOT_FILE)
         snapshot = snapshots[digest]
         candidate = Candidate.load(folder / MODEL_DIR, TARGETS[info["target"]])
-        return cls(info["target"], candidate, snapshot, snapshot_targets(snapshot), info)
+        promoted = getattr(candidate, "calibration", None)
+        calibrates = promoted is not None or candidate.job_calibration is not None
+        return cls(info["target"], candidate, snapshot, snapshot_targets(snapshot), info, promoted,
+                   candidate.job_calibration, info.get("as_of") if calibrates else None)
+
+    def take_calibration(self, refreshed: dict) -> None:
+        """The offsets (quantiles, request) a history refresh computed for this very model version, else those
+        it was promoted with."""
+        entry = refreshed.get(self.target)
+        if entry is None or entry.get("version") != self.info["version"]:
+            entry = {}
+        if self.promoted_calibration is not None:
+            self.candidate.calibration = (ConformalOffsets.from_dict(entry["offsets"]) if "offsets" in entry
+                                          else self.promoted_calibration)
+        if self.promoted_job_calibration is not None:
+            self.candidate.job_calibration = (ConformalOffsets.from_dict(entry["job_offsets"])
+                                              if "job_offsets" in entry else self.promoted_job_calibration)
+        if self.calibrated_as_of is not None:
+            self.calibrated_as_of = entry.get("as_of", self.info.get("as_of"))
 
 
 class Predictor:
@@ -88,9 +111,11 @@ class Predictor:
         if stamp == self._history_stamp:
             return
         snapshot = pd.read_parquet(self.history_dir / SNAPSHOT_FILE)
+        calibration = read_calibration(self.history_dir)
         for model in self.models:
             model.snapshot = snapshot
             model.history_targets = snapshot_targets(snapshot)
+            model.take_calibration(calibration)
         self.history_info, self._history_stamp = read_history_info(self.history_dir), stamp
 
 
@@ -123,7 +148,9 @@ class Predictor:
                 row = quantiles[model.target].iloc[i]
                 request_quantile = model.info["request_quantile"]
                 values = {q: float(np.round(row[q], 6)) for q in ("q50", "q90", "q95")}
-                fields = dict(unit=model.info["unit"], **values, request=values[request_quantile],
+                failure = row.get("expected_job_failure")
+                fields = dict(unit=model.info["unit"], **values, request=float(np.round(row["request"], 6)),
+                              expected_job_failure=None if pd.isna(failure) else float(failure),
                               request_quantile=request_quantile, model_version=model.info["version"])
                 if model.target == "iointensity":
                     answer[model.target] = IOPrediction(
@@ -143,6 +170,7 @@ class Predictor:
             "targets": {
                 m.target: {key: m.info.get(key) for key in ("candidate", "version", "unit", "request_quantile",
                                                              "promoted_at", "as_of", "data_window", "test_metrics")}
+                | {"calibrated_as_of": m.calibrated_as_of}
                 for m in self.models
             },
         }

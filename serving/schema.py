@@ -71,8 +71,12 @@ class TargetPrediction(BaseModel):
     q50: float
     q90: float
     q95: float
+    # What JEDI should set. For a target with a per-job limit, the job-level value calibrated to leave
+    # expected_job_failure of the task's jobs above it (models.requests); for cpuefficiency, the preset the
+    # served cputime is expressed with (JEDI's walltime limit divides by it).
     request: float
-    request_quantile: Literal["q50", "q90", "q95"]
+    expected_job_failure: float | None = None
+    request_quantile: Literal["q50", "q90", "q95"]   # the label quantile the request builds on
     model_version: str
 
 

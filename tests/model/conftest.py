@@ -26,6 +26,7 @@ def synthetic_features(n: int, seed: int = 0) -> pd.DataFrame:
     frame["total_nevents"] = rng.integers(1_000, 1_000_000, size=n).astype(float)
     frame["jeditaskid"] = np.arange(n)
     frame["creationdate"] = pd.date_range("2025-01-01", periods=n, freq="h")
+    frame["labels_known_at"] = frame["creationdate"] + pd.Timedelta(hours=6)
     frame["split"] = np.where(np.arange(n) < int(n * 0.7), "train", "holdout")
     frame["label_cputime"] = np.array([KIND_CPU[k] for k in kinds]) * rng.lognormal(0, 0.3, size=n)
     frame["scout_cputime"] = frame["label_cputime"] * rng.lognormal(0, 0.05, size=n)

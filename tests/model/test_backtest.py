@@ -1,6 +1,6 @@
 """The backtest replays the pipeline: the model served as of an origin answers a task exactly as the
-backtest says it did, once the history is as of the task's submission; and a history refresh alone changes
-the answer of a task whose kind gained finished tasks."""
+backtest says it did, once the history and the calibration are refreshed as of the task's submission; and a
+refresh alone changes the answer of a task whose kind gained finished tasks."""
 
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ def test_the_backtest_reports_every_target_and_window(backtested):
     # every served model was judged on tasks it never saw, against the history baseline
     assert (windows["n"] > 0).all() and windows["history_pinball_request"].notna().all()
     assert windows["coverage_q90"].between(0, 1).all()
+    # in PanDA's terms: jobs above the request, slack beside the hindsight limit, walltime from the served fields
+    memory = windows[windows["target"] == "ramcount"]
+    assert memory["failure_share"].between(0, 1).all() and (memory["slack_vs_hindsight"] >= 1).all()
+    assert windows.loc[windows["target"] == "cputime", "walltime_exceeded_share"].between(0, 1).all()
     assert (backtested / "artifacts" / "backtest.md").read_text().startswith("# Backtest")
     assert (backtested / "artifacts" / "backtest.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -65,10 +69,11 @@ def test_the_served_answer_is_the_backtests_as_of_the_same_time(backtested):
     commonest = kinds.value_counts().index[0]
     task_id = tasks.loc[kinds.index[kinds == commonest]].sort_values("creationdate").index[-1]
     task = tasks.loc[[task_id]].reset_index()
-    expected = mine.set_index("jeditaskid").loc[task_id, ["q50", "q90", "q95"]].astype(float)
+    answer = ["q50", "q90", "q95", "request"]
+    expected = mine.set_index("jeditaskid").loc[task_id, answer].astype(float)
 
     with project_env(backtested):
-        from features.history_artifact import write_history
+        from models.refresh import write_history
         from models.select import run_select
         from models.train import run_train
         from scoutless.params import load_params
@@ -83,12 +88,15 @@ def test_the_served_answer_is_the_backtests_as_of_the_same_time(backtested):
         run_select(params)
         predictor = Predictor.from_promoted(resolve(params.paths.promoted), list(params.targets),
                                             resolve(params.paths.history))
-        as_of_origin = predictor.predict_frame(task)["ramcount"].iloc[0]
+        as_of_origin = predictor.predict_frame(task)["ramcount"].iloc[0][answer]
         assert predictor.metadata()["history"]["as_of"] == str(pd.Timestamp(origin))
 
         # The history as of just before the task's creation: exactly the backtest's answer.
-        write_history(params, pd.Timestamp(task.loc[0, "creationdate"]) - pd.Timedelta(1, "ns"))
-        refreshed = predictor.predict_frame(task)["ramcount"].iloc[0]
+        just_before = pd.Timestamp(task.loc[0, "creationdate"]) - pd.Timedelta(1, "ns")
+        write_history(params, just_before)
+        refreshed = predictor.predict_frame(task)["ramcount"].iloc[0][answer]
+        # the served model's offsets were recomputed too, from the labels that arrived after the origin
+        assert predictor.metadata()["targets"]["ramcount"]["calibrated_as_of"] == str(just_before)
 
     pd.testing.assert_series_equal(refreshed.astype(float), expected, check_names=False, rtol=1e-9)
     assert not as_of_origin.equals(refreshed)   # the refresh alone, no retraining, changed the answer

@@ -113,7 +113,8 @@ def test_evaluate_in_target_units():
     got = evaluate(y, predictions, log_space=False, request_quantile="q90", jobs=jobs, job_value_column="used")
     assert set(got) == {
         "mae", "rmse", "r2", "mape", "pinball_q50", "pinball_q90", "pinball_q95", "coverage_q50", "coverage_q90",
-        "coverage_q95", "pinball_request", "request_quantile", "failure_share", "slack_share", "n", "n_unpredicted",
+        "coverage_q95", "pinball_request", "request_quantile", "failure_share", "slack_share", "hindsight_slack",
+        "slack_vs_hindsight", "n", "n_unpredicted",
     }
     assert got["n"] == 3 and got["n_unpredicted"] == 0  # task 4 has no actual value
     # q50 errors [2, -2, 0]: mae 4/3
@@ -123,9 +124,17 @@ def test_evaluate_in_target_units():
     assert got["coverage_q90"] == pytest.approx(2 / 3)
     # request q90 = {1: 15, 2: 25, 3: 28}; jobs 14 ok, 16 fails, 26 fails, 27 ok; task 4 not scored -> 2/4
     assert got["failure_share"] == pytest.approx(0.5)
-    # slack: (15-10)/15, (25-20)/25, 0 -> (1/3 + 1/5)/3
-    assert got["slack_share"] == pytest.approx((1 / 3 + 1 / 5) / 3)
+    # slack per job: 14 under 15 -> 1/15; 16 and 26 above theirs -> 0; 27 under 28 -> 1/28
+    assert got["slack_share"] == pytest.approx((1 / 15 + 1 / 28) / 4)
+    # in hindsight, requests at 14, 26 and 27 leave one job above (at most the two allowed) and no slack
+    assert got["hindsight_slack"] == 0.0 and math.isnan(got["slack_vs_hindsight"])
     assert got["request_quantile"] == "q90"
+    # a request of its own (the job-level one) is judged instead of the quantile; the quantiles are not
+    with_request = evaluate(y, predictions.assign(request=[17, 30, 30, 6]), log_space=False,
+                            request_quantile="q90", jobs=jobs, job_value_column="used")
+    assert with_request["failure_share"] == 0.0 and with_request["coverage_q90"] == got["coverage_q90"]
+    # task 1 could ask for 16 with no job above: slack (2/16 + 0) / 2 of its jobs; tasks 2 and 3 none
+    assert with_request["hindsight_slack"] == pytest.approx((2 / 16) / 4)
     json.dumps(got)  # plain Python values only
     assert all(type(value) in (float, int, str) for value in got.values())
 

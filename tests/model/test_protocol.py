@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.calibration import ConformalOffsets, weighted_conformal_quantile
+from models.calibration import CalibrationPool, ConformalOffsets, weighted_conformal_quantile
 from models.protocol import LABELS_KNOWN_AT, Windows, archive_now, as_of_view
 from scoutless.params import SplitParams
 
@@ -68,41 +68,79 @@ def test_weighted_conformal_quantile_by_hand():
     assert weighted_conformal_quantile(scores, weights, 0.55) == 5.0
 
 
+def drifting_world(rng, start_day: float, days: float, n: int, doubling_day: float, delay_days: float = 0.0
+                   ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Two processing types; a model predicting 0 is three times as wrong on one, and its errors double
+    from `doubling_day` on (a new release, say). Labels arrive `delay_days` after creation."""
+    day = start_day + np.sort(rng.uniform(0, days, n))
+    kind = rng.choice(["simul", "deriv"], n)
+    scale = np.where(kind == "simul", 3.0, 1.0) * np.where(day < doubling_day, 1.0, 2.0)
+    created = T0 + pd.to_timedelta(day, unit="D")
+    frame = pd.DataFrame({"processing_type": kind, "creationdate": created,
+                          LABELS_KNOWN_AT: created + pd.Timedelta(days=delay_days)})
+    return frame, rng.normal(0, 1, n) * scale
+
+
+def q90_coverage(y: np.ndarray, q90: np.ndarray, frame: pd.DataFrame) -> dict[str, float]:
+    return {kind: float(np.mean(y[rows] <= q90[rows]))
+            for kind, rows in ((k, (frame["processing_type"] == k).to_numpy()) for k in ("simul", "deriv"))}
+
+
 def test_offsets_cover_each_group_on_a_world_that_drifts():
-    """Two processing types; the model (predicting 0) is three times as wrong on one, and its errors double
-    from day 40 on (a new release, say). Mondrian offsets weighted towards the newest errors cover q90 in
-    each group of the next window; one exchangeable offset for all does not cover the noisy group."""
+    """Mondrian offsets weighted towards the newest errors cover q90 in each group of the next window; one
+    exchangeable offset for all does not cover the noisy group."""
     rng = np.random.default_rng(5)
+    calibration, y = drifting_world(rng, 0, 60, 20000, doubling_day=40)
+    later, y_later = drifting_world(rng, 60, 60, 4000, doubling_day=40)
+    origin = T0 + pd.Timedelta(days=60)
 
-    def window(start_day: float, n: int) -> tuple[pd.DataFrame, np.ndarray]:
-        day = start_day + np.sort(rng.uniform(0, 60, n))
-        kind = rng.choice(["simul", "deriv"], n)
-        scale = np.where(kind == "simul", 3.0, 1.0) * np.where(day < 40, 1.0, 2.0)
-        return pd.DataFrame({"processing_type": kind, "day": day}), rng.normal(0, 1, n) * scale
+    def covered(settings_: dict) -> dict[str, float]:
+        offsets = CalibrationPool.of(y, np.zeros((len(y), 3)), calibration, settings_).offsets_at(origin)
+        return q90_coverage(y_later, offsets.apply(np.zeros((len(later), 3)), later)[:, 1], later)
 
-    calibration, y = window(0, 20000)
-    later, y_later = window(60, 4000)
-    predicted = np.zeros((len(calibration), 3))
-    age = 60 - calibration["day"].to_numpy()
-
-    def q90_coverage(offsets: ConformalOffsets) -> dict[str, float]:
-        shifted = offsets.apply(np.zeros((len(later), 3)), later)[:, 1]
-        return {kind: float(np.mean(y_later[rows] <= shifted[rows]))
-                for kind, rows in ((k, (later["processing_type"] == k).to_numpy()) for k in ("simul", "deriv"))}
-
-    settings_ = {"group": "processing_type", "min_group_tasks": 100, "half_life_days": 5}
-    mondrian = q90_coverage(ConformalOffsets.fit(y, predicted, calibration, age, settings_))
-    pooled = q90_coverage(ConformalOffsets.fit(y, predicted, calibration, age, {"group": None,
-                                                                                 "half_life_days": None}))
+    mondrian = covered({"group": "processing_type", "min_group_tasks": 100, "half_life_days": 5})
+    pooled = covered({"group": None, "half_life_days": None})
     assert mondrian["simul"] == pytest.approx(0.90, abs=0.03) and mondrian["deriv"] == pytest.approx(0.90, abs=0.03)
     assert pooled["simul"] < 0.85
 
 
+def test_recalibrating_as_labels_arrive_follows_a_drift_after_the_origin():
+    """The errors double ten days after the origin. Offsets frozen at the origin under-cover what follows;
+    recomputed as of each task's submission from the labels known by then (a day after creation), they
+    cover q90 in each group again. An answer never uses a label unknown at its submission."""
+    rng = np.random.default_rng(7)
+    settings_ = {"group": "processing_type", "min_group_tasks": 100, "half_life_days": 5}
+    before, y_before = drifting_world(rng, 0, 60, 6000, doubling_day=70, delay_days=1)
+    after, y_after = drifting_world(rng, 60, 60, 6000, doubling_day=70, delay_days=1)
+    origin = T0 + pd.Timedelta(days=60)
+    frame, y = pd.concat([before, after], ignore_index=True), np.concatenate([y_before, y_after])
+    pool = CalibrationPool.of(y, np.zeros((len(y), 3)), frame, settings_)
+
+    frozen = pool.offsets_at(origin).apply(np.zeros((len(after), 3)), after)[:, 1]
+    just_before = after["creationdate"] - pd.Timedelta(1, "ns")
+    refreshed = pool.apply_as_of(np.zeros((len(after), 3)), after, just_before)[:, 1]
+    settled = (after["creationdate"] > T0 + pd.Timedelta(days=80)).to_numpy()   # after the drift, a few half-lives
+    frozen_coverage = q90_coverage(y_after[settled], frozen[settled], after[settled])
+    refreshed_coverage = q90_coverage(y_after[settled], refreshed[settled], after[settled])
+    assert max(frozen_coverage.values()) < 0.80
+    assert all(c == pytest.approx(0.90, abs=0.03) for c in refreshed_coverage.values())
+
+    # The refreshed answers are the offsets a service would hold as of that moment, and take no later label.
+    i = int(np.flatnonzero(settled)[0])
+    moment = just_before.iloc[i]
+    assert refreshed[i] == pool.offsets_at(moment).apply(np.zeros((1, 3)), after.iloc[[i]])[0, 1]
+    y_hidden = np.where((frame[LABELS_KNOWN_AT] > moment).to_numpy(), 1e9, y)
+    hidden = CalibrationPool.of(y_hidden, np.zeros((len(y), 3)), frame, settings_)
+    assert hidden.apply_as_of(np.zeros((1, 3)), after.iloc[[i]], just_before.iloc[[i]])[0, 1] == refreshed[i]
+
+
 def test_offsets_round_trip_and_unknown_groups_take_the_overall_ones():
-    frame = pd.DataFrame({"processing_type": ["simul"] * 150 + ["deriv"] * 5})
+    created = pd.Series(T0, index=range(155))
+    frame = pd.DataFrame({"processing_type": ["simul"] * 150 + ["deriv"] * 5, "creationdate": created,
+                          LABELS_KNOWN_AT: created})
     y = np.concatenate([np.full(150, 2.0), np.full(5, -1.0)])
-    offsets = ConformalOffsets.fit(y, np.zeros((155, 3)), frame, np.zeros(155),
-                                   {"group": "processing_type", "min_group_tasks": 100, "half_life_days": None})
+    offsets = CalibrationPool.of(y, np.zeros((155, 3)), frame, {"group": "processing_type", "min_group_tasks": 100,
+                                                                "half_life_days": None}).offsets_at(T0)
     assert set(offsets.by_group) == {"simul"}    # deriv has too few tasks for offsets of its own
     again = ConformalOffsets.from_dict(offsets.to_dict())
     shifted = again.apply(np.zeros((3, 3)), pd.DataFrame({"processing_type": ["simul", "deriv", None]}))

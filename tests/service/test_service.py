@@ -14,13 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scoutless.params import TARGETS
+from scoutless.params import TARGETS, JediParams, Params
 from serving.schema import TaskSpec
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 EXAMPLE = json.loads((REPO / "examples" / "task.json").read_text())
+EXAMPLE_PRESET = EXAMPLE["tasks"][0]["cpuefficiency"]
 MINIMAL = {"taskname": "mc23_13p6TeV.601229.PhPy8EG_A14_ttbar.simul.HITS.e8514_s4162", "prodsourcelabel": "managed",
            "processingtype": "simul", "corecount": 8, "total_nfiles": 10, "total_nevents": 10000}
 # (body, status, words the error must contain)
@@ -36,14 +37,21 @@ BAD_INPUTS = [
 ]
 
 
-def check_answer(body: dict, n: int) -> None:
+def check_answer(body: dict, presets: list[float | None]) -> None:
+    """`presets`: each task's cpuefficiency as submitted (None: not given)."""
     assert body["model_version"].startswith("scoutless-")
-    assert len(body["predictions"]) == n
-    for prediction in body["predictions"]:
+    assert len(body["predictions"]) == len(presets)
+    for prediction, preset in zip(body["predictions"], presets, strict=True):
         for target in TARGETS:
             values = prediction[target]
             assert values["q50"] <= values["q90"] <= values["q95"]
-            assert values["request"] == values[values["request_quantile"]]
+            if target == "cpuefficiency":
+                # the efficiency the served cputime is expressed with: the task's preset, else JEDI's default
+                assert values["request"] == (preset or JediParams().cpuefficiency_if_null)
+                assert values["expected_job_failure"] is None
+            else:
+                # a job-level request, calibrated to leave the configured share of the jobs above it
+                assert values["request"] > 0 and values["expected_job_failure"] == Params().request.max_job_failure
         assert prediction["iointensity"]["class"] in ("low", "high")
         assert prediction["ramcount"]["unit"] == "MBPerCore" and prediction["cputime"]["unit"] == "HS06sPerEvent"
 
@@ -59,7 +67,7 @@ def test_the_service_class_answers_directly(service_class):
     service = service_class()
     tasks = [TaskSpec(**EXAMPLE["tasks"][0]), TaskSpec(**MINIMAL)]
     body = service.predict(tasks)
-    check_answer(body, 2)
+    check_answer(body, [EXAMPLE_PRESET, None])
     assert body["predictions"][0]["jeditaskid"] == EXAMPLE["tasks"][0]["jeditaskid"]
     assert set(service.metadata()["targets"]) == set(TARGETS)
 
@@ -67,7 +75,7 @@ def test_the_service_class_answers_directly(service_class):
 def test_unknown_categories_still_get_a_prediction(service_class):
     novel = TaskSpec(**{**MINIMAL, "processingtype": "quantum-sim", "transhome": "NewFramework-99.1.2",
                         "transpath": "Never_tf.py", "campaign": "MC99"})
-    check_answer(service_class().predict([novel]), 1)
+    check_answer(service_class().predict([novel]), [None])
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +89,7 @@ def client(service_class):
 def test_the_asgi_app_answers_the_readme_example(client):
     response = client.post("/predict", json=EXAMPLE)
     assert response.status_code == 200, response.text
-    check_answer(response.json(), 1)
+    check_answer(response.json(), [EXAMPLE_PRESET])
     assert client.get("/metadata/").json()["targets"]["ramcount"]["unit"] == "MBPerCore"
 
 
@@ -127,7 +135,7 @@ def server(served_project):
 def test_a_real_server_answers_the_readme_example(server):
     response = httpx.post(f"{server}/predict", json=EXAMPLE, timeout=30)
     assert response.status_code == 200, response.text
-    check_answer(response.json(), 1)
+    check_answer(response.json(), [EXAMPLE_PRESET])
     metadata = httpx.get(f"{server}/metadata", follow_redirects=True, timeout=10).json()
     assert {t["candidate"] for t in metadata["targets"].values()} <= {"history", "mlp", "hgb", "xgboost", "default"}
 

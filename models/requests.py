@@ -1,0 +1,83 @@
+"""Requests in PanDA's terms: what JEDI should set so that a chosen share of a task's jobs fail, and how far
+any request could have been from the jobs' needs.
+
+A job whose need exceeds its task's request fails (out of memory, walltime exceeded, disk full) and is
+retried; PanDA pays per failed job. So the request of a target with a per-job limit (TargetSpec.job_column)
+is a job-level value: the task's predicted quantile (model space, before its task-level offsets) shifted by
+the (1 - request.max_job_failure) weighted conformal quantile of the jobs' scores need - base, on calibration
+tasks the model never learned from; per processing type where it has enough tasks; newer tasks weighing
+more; recomputed as labels arrive exactly as the task-level offsets are (models.calibration.CalibrationPool,
+one row per job). The label's q50/q90/q95 are untouched.
+
+The walltime limit JEDI gives a job is cputime x nevents / cores / corepower / (cpuefficiency / 100) +
+basewalltime, and a task's cputime is defined with its preset efficiency (archive.jedi_formulas). So the
+served cpuefficiency request is the preset efficiency the served cputime is expressed with, and the
+cputime request is calibrated on every job's wall-time need in those terms (wall_cputime_hs06s_per_event):
+together they give a walltime limit that covers the same share of jobs.
+
+A request policy is judged by the pair (share of jobs above, slack) against the hindsight limit: the least
+slack any per-task requests could have at the same share of jobs above, knowing every job's need
+(models.metrics.hindsight_slack).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from models.calibration import CalibrationPool
+from models.targets import TargetSpec
+
+EFFICIENCY_PRESET = "preset_cpuefficiency"   # the feature holding the task's submitted cpuefficiency
+
+
+def job_pool(spec: TargetSpec, frame: pd.DataFrame, base: np.ndarray, jobs: pd.DataFrame, settings: dict,
+             max_job_failure: float) -> CalibrationPool | None:
+    """The pool of job scores (model-space need - the task's base) of the tasks in `frame` (rows aligned with
+    `base`, with jeditaskid, creationdate, labels_known_at and the group column); None when the target has
+    no per-job limit or no job is known."""
+    if spec.job_column is None or jobs is None or spec.job_column not in jobs:
+        return None
+    position = pd.Series(np.arange(len(frame)), index=frame["jeditaskid"].to_numpy())
+    position = position[~position.index.duplicated()]
+    mine = jobs[jobs["jeditaskid"].isin(position.index)]
+    rows = position.loc[mine["jeditaskid"].to_numpy()].to_numpy()
+    need = spec.to_model_space(pd.to_numeric(mine[spec.job_column], errors="coerce").to_numpy(dtype="float64"))
+    per_job = frame.iloc[rows]
+    first = ~pd.Series(rows).duplicated().to_numpy()
+    scores = need - np.asarray(base, dtype="float64")[rows]
+    return CalibrationPool.of(scores, np.zeros((len(rows), 1)), per_job, settings, levels=(1.0 - max_job_failure,),
+                              counted=first)
+
+
+def efficiency_request(frame: pd.DataFrame, default_efficiency: float) -> np.ndarray:
+    """The cpuefficiency JEDI should keep: the preset the task's cputime is expressed with (JEDI's default
+    when the task gives none)."""
+    preset = pd.to_numeric(frame.get(EFFICIENCY_PRESET), errors="coerce") if EFFICIENCY_PRESET in frame else None
+    if preset is None:
+        return np.full(len(frame), float(default_efficiency))
+    return preset.where(preset > 0, default_efficiency).to_numpy(dtype="float64")
+
+
+def walltime_limit_s(cputime: np.ndarray, efficiency_pct: np.ndarray, nevents: np.ndarray, cores: np.ndarray,
+                     corepower: np.ndarray, basewalltime_s: np.ndarray) -> np.ndarray:
+    """JEDI's walltime limit of a job from its task's cputime (HS06 s per event) and cpuefficiency."""
+    return cputime * nevents / cores / corepower / (efficiency_pct / 100.0) + basewalltime_s
+
+
+def walltime_exceeded_share(tasks: pd.DataFrame, cputime_request: pd.Series, jobs: pd.DataFrame,
+                            default_preset: float) -> float:
+    """Share of the finished jobs of `tasks` (indexed by jeditaskid, with basewalltime and the preset
+    efficiency) whose wall time exceeds the limit JEDI derives from the served cputime request and the served
+    cpuefficiency (the preset)."""
+    mine = jobs[jobs["jeditaskid"].isin(cputime_request.index)]
+    task = mine["jeditaskid"]
+    efficiency = pd.Series(efficiency_request(tasks, default_preset), index=tasks.index)
+    base = pd.to_numeric(tasks["basewalltime"], errors="coerce").fillna(0.0)   # as the job measurements take it
+    limit = walltime_limit_s(task.map(cputime_request).to_numpy(dtype="float64"),
+                             task.map(efficiency).to_numpy(dtype="float64"),
+                             mine["nevents"].to_numpy(dtype="float64"), mine["cores"].to_numpy(dtype="float64"),
+                             mine["corepower"].to_numpy(dtype="float64"), task.map(base).to_numpy(dtype="float64"))
+    wall = mine["wall_s"].to_numpy(dtype="float64")
+    known = np.isfinite(limit) & np.isfinite(wall)
+    return float(np.mean(wall[known] > limit[known])) if known.any() else np.nan

@@ -1,0 +1,155 @@
+"""Requests in PanDA's terms: the job-level request leaves the asked share of jobs above it on a hand-made
+archive whose job spread is known; the walltime JEDI derives from the served cputime and cpuefficiency covers
+a job of known CPU and efficiency; the label quantiles are unchanged by the request; the hindsight limit is
+the least slack at a share of jobs above."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archive.jedi_formulas import job_measurements
+from models.candidates import CANDIDATES
+from models.metrics import hindsight_slack, job_outcomes, job_slack
+from models.requests import efficiency_request, walltime_limit_s
+from models.targets import TARGETS
+from scoutless.params import JediParams
+from tests.model.conftest import synthetic_features
+
+T0 = pd.Timestamp("2025-01-01")
+SETTINGS = {"group": "processing_type", "min_group_tasks": 50, "half_life_days": None}
+
+
+def archive_with_known_spread(rng, first_task: int, n_tasks: int, start_day: float
+                              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tasks whose jobs' memory per core is lognormal around the task's own level, with a spread set by the
+    processing type (0.1 for deriv, 0.4 for simul); the task's level is what its features say (task_mb)."""
+    kind = rng.choice(["deriv", "simul"], n_tasks)
+    level = rng.uniform(800, 3000, n_tasks)
+    created = T0 + pd.to_timedelta(start_day + np.sort(rng.uniform(0, 30, n_tasks)), unit="D")
+    tasks = pd.DataFrame({"jeditaskid": np.arange(first_task, first_task + n_tasks), "processing_type": kind,
+                          "creationdate": created, "labels_known_at": created + pd.Timedelta(days=1),
+                          "task_mb": level, "label_ramcount": level})
+    n_jobs = rng.integers(5, 40, n_tasks)
+    task_of_job = np.repeat(np.arange(n_tasks), n_jobs)
+    spread = np.where(kind == "simul", 0.4, 0.1)[task_of_job]
+    jobs = pd.DataFrame({"jeditaskid": tasks["jeditaskid"].to_numpy()[task_of_job],
+                         "ram_mb_per_core": level[task_of_job] * rng.lognormal(0, 1, len(task_of_job)) ** spread})
+    return tasks, jobs
+
+
+def test_the_request_leaves_the_asked_share_of_jobs_above_it():
+    """A candidate that knows each task's level exactly (the default candidate fed the level): the job-level
+    request, calibrated on 3000 earlier tasks' jobs, leaves 2% of the next tasks' jobs above it in each
+    processing type, while the task-level q90 leaves far more above it for the spread-out kind."""
+    rng = np.random.default_rng(11)
+    calibration, calibration_jobs = archive_with_known_spread(rng, 0, 3000, 0)
+    later, later_jobs = archive_with_known_spread(rng, 10_000, 3000, 30)
+
+    class KnowsTheLevel(CANDIDATES["default"]):
+        def predict_quantiles(self, frame):
+            level = frame["task_mb"].to_numpy(dtype="float64")
+            return pd.DataFrame({"q50": level, "q90": level, "q95": level}, index=frame.index)
+
+    config = {"value": None, "request": {"quantile": "q90", "max_job_failure": 0.02}, "calibration": SETTINGS}
+    candidate = KnowsTheLevel(TARGETS["ramcount"], config)
+    candidate.calibrate_jobs(calibration, calibration_jobs, calibration["labels_known_at"].max())
+    answered = candidate.predict(later.set_index("jeditaskid", drop=False))
+    assert (answered["expected_job_failure"] == 0.02).all()
+    for kind in ("deriv", "simul"):
+        ids = later.loc[later["processing_type"] == kind, "jeditaskid"]
+        jobs = later_jobs[later_jobs["jeditaskid"].isin(ids)]
+        above = job_outcomes(answered["request"], jobs, "ram_mb_per_core")
+        share = float(np.mean(above["need"] > above["request"]))
+        # about 20,000 jobs per kind: two binomial standard errors are about 0.002
+        assert share == pytest.approx(0.02, abs=0.006), kind
+        at_q90 = job_outcomes(answered["q90"], jobs, "ram_mb_per_core")
+        assert np.mean(at_q90["need"] > at_q90["request"]) > 0.3
+
+
+def test_the_label_quantiles_are_unchanged_by_the_request():
+    frame = synthetic_features(1200, seed=3)
+    fit, calibration = frame.iloc[:800], frame.iloc[800:]
+    config = {"params": {"n_estimators": 30, "max_depth": 4, "learning_rate": 0.1, "min_child_weight": 1.0},
+              "categorical": ["processing_type"], "numeric": ["total_nevents"], "max_categories": 255,
+              "calibration": SETTINGS, "request": {"quantile": "q90", "max_job_failure": 0.02}}
+    candidate = CANDIDATES["xgboost"](TARGETS["cputime"], config).fit(fit, fit["label_cputime"].to_numpy())
+    candidate.calibrate(calibration, calibration["label_cputime"].to_numpy(), calibration["labels_known_at"].max())
+    without = candidate.predict(calibration)
+    jobs = pd.DataFrame({"jeditaskid": np.repeat(calibration["jeditaskid"].to_numpy(), 4),
+                         "wall_cputime_hs06s_per_event": np.repeat(calibration["label_cputime"].to_numpy(), 4)
+                         * np.random.default_rng(0).lognormal(0, 0.3, 4 * len(calibration))})
+    candidate.calibrate_jobs(calibration, jobs, calibration["labels_known_at"].max())
+    with_request = candidate.predict(calibration)
+    pd.testing.assert_frame_equal(with_request[["q50", "q90", "q95"]], without[["q50", "q90", "q95"]])
+    assert not np.allclose(with_request["request"], without["request"])   # the request moved, the label did not
+
+
+def test_the_walltime_from_the_served_fields_covers_a_job_of_known_cpu_and_efficiency():
+    """A job on 8 cores of 12 HS06 each, 2000 events, that burnt 20 hours of CPU at 55% efficiency in a task
+    submitted with cpuefficiency 80 and basewalltime 600: its wall time is 20 h / (8 x 0.55). Served the
+    cputime its wall needs (in JEDI's terms) and the preset as cpuefficiency, JEDI's limit is its wall time;
+    served the efficiency the job really had with the same cputime, the limit would be far longer than
+    needed, and served a higher one (the q50 of a task that ran better), too short."""
+    cores, hs06_per_core, nevents, efficiency, preset, base = 8, 12.0, 2000, 0.55, 80.0, 600.0
+    cpu_s = 20 * 3600.0
+    wall_s = cpu_s / (cores * efficiency)
+    start = pd.Timestamp("2025-03-01")
+    job = pd.DataFrame([{
+        "pandaid": 1, "jeditaskid": 7, "corecount": cores, "actualcorecount": cores, "starttime": start,
+        "endtime": start + pd.Timedelta(seconds=wall_s), "cpuconsumptiontime": cpu_s, "hs06": hs06_per_core * cores,
+        "maxpss": 2e6, "nevents": nevents, "inputfilebytes": 1e9, "outputfilebytes": 1e8, "totrbytes": 0,
+        "totwbytes": 0, "jobmetrics": "", "computingsite": "X", "attemptnr": 1, "baseramcount": 0,
+        "basewalltime": base, "cpuefficiency": preset}])
+    measured = job_measurements(job, JediParams()).iloc[0]
+    assert measured["cpuefficiency_pct"] == pytest.approx(100 * efficiency)
+    served_cputime = measured["wall_cputime_hs06s_per_event"]
+    served_efficiency = efficiency_request(pd.DataFrame({"preset_cpuefficiency": [preset]}), 90.0)[0]
+    assert served_efficiency == preset
+
+    def limit(cputime: float, efficiency_pct: float) -> float:
+        return walltime_limit_s(np.array([cputime]), np.array([efficiency_pct]), np.array([nevents]),
+                                np.array([cores]), np.array([measured["corepower"]]), np.array([base]))[0]
+
+    # exactly the wall time it needs (basewalltime is part of JEDI's limit and was taken out of its cputime)
+    assert limit(served_cputime, served_efficiency) == pytest.approx(wall_s, rel=1e-9)
+    assert limit(served_cputime * 1.01, served_efficiency) > wall_s
+    assert limit(served_cputime * 0.98, served_efficiency) < wall_s
+    assert limit(served_cputime, 100 * efficiency) > 1.4 * wall_s   # its real efficiency: far more than needed
+    assert limit(served_cputime, 90.0) < wall_s                      # a higher efficiency than the preset fails
+    # a task without a preset keeps JEDI's default, which its cputime is then expressed with
+    assert efficiency_request(pd.DataFrame({"preset_cpuefficiency": [np.nan]}), 90.0)[0] == 90.0
+
+
+def brute_force_least_slack(outcomes: pd.DataFrame, share_above: float) -> float:
+    tasks = [rows["need"].to_numpy() for _, rows in outcomes.groupby("jeditaskid")]
+    total = sum(len(t) for t in tasks)
+    best = np.inf
+    for choice in itertools.product(*[sorted(set(t)) for t in tasks]):
+        above = sum(int(np.sum(t > r)) for t, r in zip(tasks, choice, strict=True))
+        if above / total <= share_above + 1e-12:
+            best = min(best, sum(float(np.sum(np.maximum(r - t, 0) / r)) for t, r in zip(tasks, choice, strict=True))
+                       / total)
+    return best
+
+
+def test_the_hindsight_limit_is_the_least_slack_at_a_share_of_jobs_above():
+    rng = np.random.default_rng(2)
+    outcomes = pd.DataFrame({"jeditaskid": np.repeat([1, 2, 3], [4, 5, 3]),
+                             "need": np.round(rng.lognormal(7, 0.5, 12), 1), "request": 0.0})
+    # no job above: every task asks for its largest need
+    largest = outcomes.groupby("jeditaskid")["need"].transform("max")
+    assert hindsight_slack(outcomes, 0.0) == pytest.approx(float(np.mean((largest - outcomes["need"]) / largest)))
+    # every job but the smallest of each task may fail: no slack at all
+    assert hindsight_slack(outcomes, 1.0) == pytest.approx(0.0, abs=1e-12)
+    slacks = [hindsight_slack(outcomes, share) for share in (0.0, 1 / 12, 2 / 12, 3 / 12, 0.5)]
+    assert all(a >= b for a, b in zip(slacks, slacks[1:], strict=False))
+    for share in (0.0, 1 / 12, 2 / 12, 3 / 12, 0.5):
+        limit = hindsight_slack(outcomes, share)
+        # never better than the exact optimum, and a served policy at that share is never better than it
+        assert limit >= brute_force_least_slack(outcomes, share) - 1e-12
+    served = outcomes.assign(request=outcomes.groupby("jeditaskid")["need"].transform("max") * 1.2)
+    assert job_slack(served) > hindsight_slack(served, 0.0)
