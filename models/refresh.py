@@ -18,13 +18,11 @@ have just before its creation (models.train.predict_test).
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from features.history_artifact import CALIBRATION_FILE, INFO_FILE, snapshot_as_of
 from models.candidates import Candidate
-from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
+from models.layout import MODEL_DIR, SNAPSHOT_FILE, read_promotion
 from models.protocol import LABELS_KNOWN_AT, calibration_rows
 from models.targets import TARGETS
 from scoutless.params import Params
@@ -37,9 +35,9 @@ def recalibrated(params: Params, features: pd.DataFrame, jobs: pd.DataFrame, as_
     out = {}
     for target in params.targets:
         folder = resolve(params.paths.promoted) / target
-        if not (folder / PROMOTION_FILE).exists():
+        info = read_promotion(folder)
+        if info is None:
             continue
-        info = json.loads((folder / PROMOTION_FILE).read_text())
         candidate = Candidate.load(folder / MODEL_DIR, TARGETS[target])
         rows = calibration_rows(features, target, pd.Timestamp(info["data_window"]["labels_known_by"]), as_of)
         pool = candidate.calibration_pool(rows, rows[f"label_{target}"].to_numpy(dtype="float64"))

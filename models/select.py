@@ -25,7 +25,7 @@ import pandas as pd
 
 from features.build import feature_columns
 from features.history_artifact import snapshot_as_of
-from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
+from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE, read_promotion
 from models.metrics import QUANTILE_COLUMNS
 from models.protocol import DAY, Windows, as_of_view, pipeline_now
 from models.refresh import write_history
@@ -64,11 +64,6 @@ def model_version(folder: Path) -> str:
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
-
-
-def read_promotion(folder: Path) -> dict | None:
-    path = folder / PROMOTION_FILE
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def stored_configuration(folder: Path) -> tuple[str, dict]:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models.layout import PROMOTION_FILE
+from models.layout import read_promotion
 from scoutless.params import Params
 from scoutless.paths import resolve, write_json
 
@@ -42,9 +42,9 @@ def register_promoted(params: Params) -> dict[str, str]:
     tags = {}
     for target in params.targets:
         folder = resolve(params.paths.promoted) / target
-        if not (folder / PROMOTION_FILE).exists():
+        info = read_promotion(folder)
+        if info is None:
             continue
-        info = json.loads((folder / PROMOTION_FILE).read_text())
         tag = f"{model_name(target)}:{info['version'].rsplit('-', 1)[-1]}"
         try:
             bentoml.models.get(tag)
