@@ -10,8 +10,9 @@ gate: every origin starts from nothing promoted.
 
 Reported per target and window, overall and per processing type: the pinball loss of the request quantile,
 its ratio to the history baseline's, the coverage of every quantile, the share of finished jobs above the
-request, the slack and its ratio to the hindsight limit (models.metrics.hindsight_slack), and for cputime
-the share of jobs longer than the walltime limit JEDI derives from the served fields. Written to
+request, the slack and its ratio to the hindsight limit (models.metrics.hindsight_slack) beside the same ratio
+for the rule built on the true labels and on JEDI's scouts (models.requests.reference_vs_hindsight), and for
+cputime the share of jobs longer than the walltime limit JEDI derives from the served fields. Written to
 artifacts/backtest.json, artifacts/backtest.md, artifacts/backtest.png and
 artifacts/backtest_predictions.parquet (every served answer).
 """
@@ -25,7 +26,7 @@ import pandas as pd
 
 from models.metrics import QUANTILE_COLUMNS
 from models.protocol import DAY, Windows, pipeline_now
-from models.requests import walltime_exceeded_share
+from models.requests import reference_vs_hindsight, walltime_exceeded_share
 from models.select import choose_winner
 from models.targets import TARGETS
 from models.train import by_task, load_training_data, score, train_target
@@ -35,7 +36,8 @@ from scoutless.paths import atomic_path, resolve, write_json, write_parquet
 log = logging.getLogger(__name__)
 
 REPORTED = ("pinball_request", "coverage_q50", "coverage_q90", "coverage_q95", "failure_share", "slack_share",
-            "hindsight_slack", "slack_vs_hindsight", "walltime_exceeded_share", "n")
+            "hindsight_slack", "slack_vs_hindsight", "label_rule_vs_hindsight", "scouts_vs_hindsight",
+            "walltime_exceeded_share", "n")
 BASELINE = "history"
 
 
@@ -57,6 +59,18 @@ def _walltime(target: str, rows: pd.DataFrame, served: pd.DataFrame, jobs: pd.Da
         rows, served.loc[rows.index, "request"], jobs, params.extract.jedi.cpuefficiency_if_null)}
 
 
+def _references(target: str, rows: pd.DataFrame, jobs: pd.DataFrame, share_above) -> dict:
+    """Where the served slack's gap to the hindsight limit comes from: the same rule on the true labels and on
+    the scouts' values, each at the served share of jobs above."""
+    spec = TARGETS[target]
+    if spec.job_column is None or share_above is None or not math.isfinite(share_above):
+        return {}
+    out = {"label_rule_vs_hindsight": reference_vs_hindsight(spec, rows[f"label_{target}"], jobs, share_above)}
+    if f"scout_{target}" in rows:
+        out["scouts_vs_hindsight"] = reference_vs_hindsight(spec, rows[f"scout_{target}"], jobs, share_above)
+    return out
+
+
 def _ratio(value, baseline) -> float | None:
     if value is None or baseline is None or not math.isfinite(baseline) or baseline <= 0:
         return None
@@ -76,7 +90,8 @@ def judge(target: str, origin: pd.Timestamp, winner: str, results_at_origin, fea
     base_overall = results_at_origin.metrics[BASELINE]
     record = {
         "target": target, "origin": str(origin), "test_end": str(origin + params.split.test_days * DAY),
-        "winner": winner, **_subset({**overall, **_walltime(target, test, served, jobs, params)}),
+        "winner": winner, **_subset({**overall, **_walltime(target, test, served, jobs, params),
+                                     **_references(target, test, jobs, overall.get("failure_share"))}),
         "history_pinball_request": base_overall.get("pinball_request"),
         "vs_history": _ratio(overall.get("pinball_request"), base_overall.get("pinball_request")),
         "by_processing_type": {},
@@ -84,8 +99,9 @@ def judge(target: str, origin: pd.Timestamp, winner: str, results_at_origin, fea
     for kind, rows in test.groupby("processing_type", observed=True):
         if len(rows) < params.backtest.min_group_tasks:
             continue
-        mine = {**score(spec, rows, served.loc[rows.index], request, jobs),
-                **_walltime(target, rows, served, jobs, params)}
+        mine = score(spec, rows, served.loc[rows.index], request, jobs)
+        mine.update(_walltime(target, rows, served, jobs, params),
+                    **_references(target, rows, jobs, mine.get("failure_share")))
         theirs = score(spec, rows, baseline.loc[rows.index], request, jobs)
         record["by_processing_type"][str(kind)] = {
             **_subset(mine), "vs_history": _ratio(mine.get("pinball_request"), theirs.get("pinball_request"))}
@@ -140,6 +156,8 @@ def summarise(records: list[dict]) -> dict:
             "vs_history_mean": float(rows["vs_history"].mean()), "vs_history_max": float(rows["vs_history"].max()),
             "failure_share_max": _max(rows, "failure_share"),
             "slack_vs_hindsight_max": _max(rows, "slack_vs_hindsight"),
+            "label_rule_vs_hindsight_max": _max(rows, "label_rule_vs_hindsight"),
+            "scouts_vs_hindsight_max": _max(rows, "scouts_vs_hindsight"),
             "walltime_exceeded_share_max": _max(rows, "walltime_exceeded_share"),
         }
     return out
@@ -164,12 +182,14 @@ def markdown(summary: dict) -> str:
         "the tasks created in the test window after it. vs history: pinball loss of the request quantile over "
         "the history baseline's (lower is better); jobs above: finished jobs above the request; slack: the "
         "unused share of the request per job, and its ratio to the hindsight limit (the least slack any per-task "
-        "requests could have with as many jobs above); walltime: jobs longer than the walltime limit JEDI "
+        "requests could have with as many jobs above), and the same ratio for the rule built on each task's true label "
+        "(what the rule itself costs) and on JEDI's scout values (measured hours later), each with the offset "
+        "leaving as many jobs above chosen in hindsight; walltime: jobs longer than the walltime limit JEDI "
         "derives from the served cputime and cpuefficiency.",
         "",
         "| target | origin | winner | n | pinball | vs history | cov q50 | cov q90 | cov q95 | jobs above | slack "
-        "| vs hindsight | walltime exceeded |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| vs hindsight | true label | scouts | walltime exceeded |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary["windows"]:
         lines.append(
@@ -177,17 +197,19 @@ def markdown(summary: dict) -> str:
             f"{_cell(r['pinball_request'], 4)} | "
             f"{_cell(r['vs_history'], 2)} | {_cell(r['coverage_q50'])} | {_cell(r['coverage_q90'])} | "
             f"{_cell(r['coverage_q95'])} | {_cell(r['failure_share'])} | {_cell(r['slack_share'])} | "
-            f"{_cell(r['slack_vs_hindsight'], 2)} | {_cell(r['walltime_exceeded_share'])} |")
+            f"{_cell(r['slack_vs_hindsight'], 2)} | {_cell(r['label_rule_vs_hindsight'], 2)} | "
+            f"{_cell(r['scouts_vs_hindsight'], 2)} | {_cell(r['walltime_exceeded_share'])} |")
     lines += ["", "## Per processing type (every window)", "",
               "| target | origin | processing type | n | vs history | cov q90 | jobs above | slack | vs hindsight "
-              "| walltime exceeded |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| true label | scouts | walltime exceeded |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["windows"]:
         for kind, g in r["by_processing_type"].items():
             lines.append(f"| {r['target']} | {r['origin'][:10]} | {kind} | {_cell(g['n'])} | "
                          f"{_cell(g['vs_history'], 2)} | "
                          f"{_cell(g['coverage_q90'])} | {_cell(g['failure_share'])} | {_cell(g['slack_share'])} | "
-                         f"{_cell(g['slack_vs_hindsight'], 2)} | {_cell(g['walltime_exceeded_share'])} |")
+                         f"{_cell(g['slack_vs_hindsight'], 2)} | {_cell(g['label_rule_vs_hindsight'], 2)} | "
+                         f"{_cell(g['scouts_vs_hindsight'], 2)} | {_cell(g['walltime_exceeded_share'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,11 @@ together they give a walltime limit that covers the same share of jobs.
 
 A request policy is judged by the pair (share of jobs above, slack) against the hindsight limit: the least
 slack any per-task requests could have at the same share of jobs above, knowing every job's need
-(models.metrics.hindsight_slack).
+(models.metrics.hindsight_slack). Two references say where the gap to it comes from
+(`reference_vs_hindsight`): the same rule built on each task's true label instead of its prediction (what the
+rule itself costs: the jobs' spread around the label), and on JEDI's scout values (what measuring the task's
+own first jobs, hours after submission, reaches); both with the one offset that leaves the same share of jobs
+above, chosen knowing the jobs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from models.calibration import CalibrationPool
+from models.metrics import hindsight_slack, job_outcomes, job_slack
 from models.targets import TargetSpec
 
 EFFICIENCY_PRESET = "preset_cpuefficiency"   # the feature holding the task's submitted cpuefficiency
@@ -81,3 +86,19 @@ def walltime_exceeded_share(tasks: pd.DataFrame, cputime_request: pd.Series, job
     wall = mine["wall_s"].to_numpy(dtype="float64")
     known = np.isfinite(limit) & np.isfinite(wall)
     return float(np.mean(wall[known] > limit[known])) if known.any() else np.nan
+
+
+def reference_vs_hindsight(spec: TargetSpec, base: pd.Series, jobs: pd.DataFrame, share_above: float) -> float:
+    """Slack over the hindsight limit of the requests `base` (indexed by jeditaskid) shifted in model space by
+    the one offset that leaves `share_above` of their finished jobs above, chosen knowing every job: how far a
+    rule that builds every request on `base` stays from the limit even with its offset in hindsight."""
+    base = base[base.notna() & (base > 0)]
+    outcomes = job_outcomes(base, jobs, spec.job_column)
+    if not len(outcomes) or not np.isfinite(share_above):
+        return np.nan
+    scores = spec.to_model_space(outcomes["need"].to_numpy()) - spec.to_model_space(outcomes["request"].to_numpy())
+    offset = np.quantile(scores, 1.0 - share_above, method="higher")
+    shifted = pd.Series(spec.from_model_space(spec.to_model_space(base.to_numpy()) + offset), index=base.index)
+    outcomes = job_outcomes(shifted, jobs, spec.job_column)
+    limit = hindsight_slack(outcomes, float(np.mean(outcomes["need"] > outcomes["request"])))
+    return job_slack(outcomes) / limit if limit and np.isfinite(limit) else np.nan

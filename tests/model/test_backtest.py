@@ -53,6 +53,8 @@ def test_the_backtest_reports_every_target_and_window(backtested):
     # in PanDA's terms: jobs above the request, slack beside the hindsight limit, walltime from the served fields
     memory = windows[windows["target"] == "ramcount"]
     assert memory["failure_share"].between(0, 1).all() and (memory["slack_vs_hindsight"] >= 1).all()
+    # beside it, the same rule on the true labels and on the scouts' values, each a policy the limit bounds
+    assert (memory[["label_rule_vs_hindsight", "scouts_vs_hindsight"]] >= 0.99).all().all()
     assert windows.loc[windows["target"] == "cputime", "walltime_exceeded_share"].between(0, 1).all()
     assert (backtested / "artifacts" / "backtest.md").read_text().startswith("# Backtest")
     assert (backtested / "artifacts" / "backtest.png").read_bytes()[:4] == b"\x89PNG"

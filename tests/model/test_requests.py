@@ -1,7 +1,7 @@
 """Requests in PanDA's terms: the job-level request leaves the asked share of jobs above it on a hand-made
 archive whose job spread is known; the walltime JEDI derives from the served cputime and cpuefficiency covers
 a job of known CPU and efficiency; the label quantiles are unchanged by the request; the hindsight limit is
-the least slack at a share of jobs above."""
+the least slack at a share of jobs above, and a rule built on exact task levels reaches it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from archive.jedi_formulas import job_measurements
 from models.candidates import CANDIDATES
 from models.metrics import hindsight_slack, job_outcomes, job_slack
-from models.requests import efficiency_request, walltime_limit_s
+from models.requests import efficiency_request, reference_vs_hindsight, walltime_limit_s
 from models.targets import TARGETS
 from scoutless.params import JediParams
 from tests.model.conftest import synthetic_features
@@ -153,3 +153,17 @@ def test_the_hindsight_limit_is_the_least_slack_at_a_share_of_jobs_above():
         assert limit >= brute_force_least_slack(outcomes, share) - 1e-12
     served = outcomes.assign(request=outcomes.groupby("jeditaskid")["need"].transform("max") * 1.2)
     assert job_slack(served) > hindsight_slack(served, 0.0)
+
+
+def test_a_rule_on_exact_task_levels_reaches_the_hindsight_limit_and_noise_moves_it_away():
+    rng = np.random.default_rng(4)
+    level = pd.Series(rng.uniform(800, 3000, 300), index=np.arange(1, 301))
+    # every task's ten jobs need its level times the same ten factors: one offset on the level is optimal
+    factors = np.tile(np.exp(0.05 * np.arange(10)), len(level))
+    jobs = pd.DataFrame({"jeditaskid": np.repeat(level.index, 10),
+                         "ram_mb_per_core": np.repeat(level.to_numpy(), 10) * factors})
+    spec = TARGETS["ramcount"]
+    assert reference_vs_hindsight(spec, level, jobs, 0.0) == pytest.approx(1.0, rel=0.02)
+    ratios = [reference_vs_hindsight(spec, level * rng.lognormal(0, sd, len(level)), jobs, 0.02)
+              for sd in (0.05, 0.2)]
+    assert 1.1 < ratios[0] < ratios[1]
