@@ -75,6 +75,7 @@ class ExtractSummary:
     jobs_total: int
     rejected_read: int
     seconds: float
+    absent_columns: dict[str, list[str]]   # columns the archive lacks that nothing needs: read as NULL
 
 
 def typed(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -250,7 +251,7 @@ def extract(
     """Read changed tasks from `source` into `raw_dir`, merging with what earlier runs extracted."""
     started = time.perf_counter()
     settings = params.extract
-    source.check()
+    absent_columns = source.check()
     state = read_state(raw_dir)
     incremental = not full and state.get("source") == source.describe() and state.get("watermark")
     since = datetime.fromisoformat(state["watermark"]) if incremental else None
@@ -301,6 +302,7 @@ def extract(
         jobs_total=totals["jobs"],
         rejected_read=writers["rejected"].rows,
         seconds=round(time.perf_counter() - started, 3),
+        absent_columns=absent_columns,
     )
     write_json(raw_dir / STATE_FILE, asdict(summary))
     return summary

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy import case, func, select
 
 from archive.jedi_formulas import JOB_COLUMNS, TASK_PRESET_COLUMNS
-from archive.schema import PandaSchema
+from archive.schema import JOB_TABLES, PandaSchema
+
+log = logging.getLogger(__name__)
 
 # Task columns extracted: what is known at submission, the task's bookkeeping, and the resource
 # values with their units (the presets, or what the scouts set).
@@ -37,6 +40,14 @@ TASK_COLUMNS = (
 DATASET_COLUMNS = ("jeditaskid", "datasetid", "type", "nfiles", "nevents")
 # Job columns beyond the formulas' own: status and the memory request, to count failures.
 EXTRA_JOB_COLUMNS = ("jobstatus", "minramcount", "piloterrorcode")
+# Columns extracted that no feature, label or check needs: read where the archive has them, NULL where it
+# does not (a real archive need not carry them). Every other column extracted is required.
+OPTIONAL_COLUMNS = {
+    "jedi_tasks": frozenset({"vo", "architecture", "site", "cloud", "nucleus", "resource_type", "parent_tid",
+                             "reqid", "splitrule", "walltime", "walltimeunit", "diskio", "diskiounit"}),
+    "jedi_datasets": frozenset({"datasetid"}),
+    "jobs": frozenset({"minramcount", "piloterrorcode", "computingsite", "attemptnr", "totrbytes", "totwbytes"}),
+}
 INPUT_DATASET_TYPES = ("input", "pseudo_input")
 # Per-task sums over input datasets; n_bad_input_datasets counts rows with negative counts, which
 # would otherwise hide inside a sum.
@@ -49,7 +60,14 @@ class ArchiveSchemaError(LookupError):
 
 class Source(Protocol):
     def describe(self) -> str: ...
-    def check(self) -> None: ...
+    def check(self) -> dict[str, list[str]]:
+        """Fail naming every missing table and required column at once; return the optional columns the
+        source lacks (read as NULL), per table."""
+        ...
+    def fingerprint(self) -> dict:
+        """What changes whenever the tasks extraction would read change: the count and the newest
+        modificationtime of the tasks (JEDI touches a task's row when its jobs change)."""
+        ...
     def unkeyed_rows(self) -> pd.DataFrame: ...
     def changed_task_ranges(self, since: datetime | None, chunk: int) -> Iterator[tuple[int, int]]: ...
     def tasks(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame: ...
@@ -117,30 +135,54 @@ class SqlSource:
     schema: PandaSchema
     job_tables: tuple[str, ...]
     read: Reader = fetch_frame
+    absent: dict[str, frozenset[str]] = field(default_factory=dict)   # optional columns missing, per table
 
     def describe(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
-    def check(self) -> None:
-        """Fail early, naming the missing table or column, instead of with a driver error mid-run."""
+    def check(self) -> dict[str, list[str]]:
+        """Fail early, naming every missing table and required column, instead of with a driver error mid-run;
+        remember the optional columns that are missing, which are then read as NULL."""
         inspector = sa.inspect(self.engine)
         needed = {
-            self.schema.jedi_tasks: TASK_COLUMNS,
-            self.schema.jedi_datasets: DATASET_COLUMNS,
-            **{
-                self.schema.job_table(name): JOB_COLUMNS + EXTRA_JOB_COLUMNS
-                for name in self.job_tables
-            },
+            self.schema.jedi_tasks: (TASK_COLUMNS, OPTIONAL_COLUMNS["jedi_tasks"]),
+            self.schema.jedi_datasets: (DATASET_COLUMNS, OPTIONAL_COLUMNS["jedi_datasets"]),
+            **{self.schema.job_table(name): (JOB_COLUMNS + EXTRA_JOB_COLUMNS, OPTIONAL_COLUMNS["jobs"])
+               for name in self.job_tables},
         }
-        for table, columns in needed.items():
+        problems, absent = [], {}
+        for table, (columns, optional) in needed.items():
             if not inspector.has_table(table.name, schema=table.schema):
-                raise ArchiveSchemaError(f"archive {self.describe()} has no table {table.fullname}")
+                hint = (f" (set archive.job_tables in params.yaml to the job tables it has, of "
+                        f"{', '.join(JOB_TABLES)})" if table.name in JOB_TABLES else "")
+                problems.append(f"no table {table.fullname}{hint}")
+                continue
             present = {c["name"].lower() for c in inspector.get_columns(table.name, schema=table.schema)}
-            missing = [c for c in columns if c not in present]
+            missing = [c for c in columns if c not in present and c not in optional]
             if missing:
-                raise ArchiveSchemaError(
-                    f"table {table.fullname} in {self.describe()} lacks column(s): {', '.join(missing)}"
-                )
+                problems.append(f"table {table.fullname} lacks column(s) {', '.join(missing)}")
+            absent[table.fullname] = frozenset(c for c in columns if c not in present and c in optional)
+        if problems:
+            raise ArchiveSchemaError(f"archive {self.describe()}: " + "; ".join(problems))
+        self.absent = absent
+        lacking = {table: sorted(columns) for table, columns in absent.items() if columns}
+        for table, columns in lacking.items():
+            log.warning("archive %s: table %s has no %s (not needed: read as NULL)", self.describe(), table,
+                        ", ".join(columns))
+        return lacking
+
+    def _columns(self, table: sa.Table, names) -> list[sa.ColumnElement]:
+        """`table`'s columns of `names`, a typed NULL in place of an optional one the archive lacks."""
+        absent = self.absent.get(table.fullname, frozenset())
+        return [sa.cast(sa.null(), table.c[name].type).label(name) if name in absent else table.c[name]
+                for name in names]
+
+    def fingerprint(self) -> dict:
+        tasks = self.schema.jedi_tasks
+        with self.engine.connect() as conn:
+            count, newest = conn.execute(select(func.count(), func.max(tasks.c.modificationtime))).one()
+        return {"tasks": int(count), "newest_modification": None if newest is None else str(newest),
+                "job_tables": list(self.job_tables)}
 
     def unkeyed_rows(self) -> pd.DataFrame:
         return pd.DataFrame()  # jeditaskid is the table's primary key: every row has one
@@ -178,7 +220,7 @@ class SqlSource:
             .subquery("input_sums")
         )
         stmt = (
-            select(*(tasks.c[name] for name in TASK_COLUMNS), *(sums.c[name] for name in INPUT_SUM_COLUMNS))
+            select(*self._columns(tasks, TASK_COLUMNS), *(sums.c[name] for name in INPUT_SUM_COLUMNS))
             .select_from(tasks.outerjoin(sums, sums.c.jeditaskid == tasks.c.jeditaskid))
             .where(tasks.c.jeditaskid.between(lo, hi), self._changed(since))
         )
@@ -192,10 +234,8 @@ class SqlSource:
             for name in self.job_tables:
                 jobs = self.schema.job_table(name)
                 stmt = (
-                    select(
-                        *(jobs.c[c] for c in JOB_COLUMNS + EXTRA_JOB_COLUMNS),
-                        *(tasks.c[c] for c in TASK_PRESET_COLUMNS),
-                    )
+                    select(*self._columns(jobs, JOB_COLUMNS + EXTRA_JOB_COLUMNS),
+                           *(tasks.c[name] for name in TASK_PRESET_COLUMNS))
                     .select_from(jobs.join(tasks, tasks.c.jeditaskid == jobs.c.jeditaskid))
                     .where(jobs.c.jeditaskid.between(lo, hi), self._changed(since))
                 )
@@ -220,8 +260,14 @@ class BigpandaDump:
             self._frames = _read_bigpanda(self.tasks_path, self.jobs_path)
         return self._frames
 
-    def check(self) -> None:
+    def check(self) -> dict[str, list[str]]:
         self._load()
+        return {}
+
+    def fingerprint(self) -> dict:
+        files = [path for path in (self.tasks_path, self.jobs_path) if path is not None]
+        return {"files": {str(path): {"bytes": path.stat().st_size, "modified": path.stat().st_mtime_ns}
+                          for path in files}}
 
     def unkeyed_rows(self) -> pd.DataFrame:
         return self._load()[3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -12,8 +13,8 @@ import sqlalchemy as sa
 from archive.extract import ExtractSummary, extract
 from archive.schema import panda_schema
 from archive.sources import BigpandaDump, Source, SqlSource
-from scoutless.params import Params
-from scoutless.paths import resolve, resolve_sqlite_url
+from scoutless.params import EMBEDDED_ARCHIVE_URL, Params
+from scoutless.paths import resolve, resolve_sqlite_url, write_json
 
 if TYPE_CHECKING:
     from archive.simulator import SimulationSummary
@@ -34,6 +35,28 @@ def run_extract(params: Params, jobs_json: Path | None = None, full: bool = Fals
     """Extract the archive named by archive.url into paths.raw."""
     source = open_source(params, jobs_json)
     return extract(params, source, resolve(params.paths.raw), full, progress)
+
+
+def run_check_archive(params: Params, jobs_json: Path | None = None) -> dict:
+    """The archive stage: the archive is there and readable (the embedded default is simulated from params
+    when missing or simulated with other settings), and what it holds is written to paths.archive_state.
+    Extraction depends on that file, so it reruns exactly when the archive changed: a real archive is an
+    external source, checked at every run."""
+    state_path = resolve(params.paths.archive_state)
+    simulated_with = None
+    if params.archive.url == EMBEDDED_ARCHIVE_URL:
+        simulated_with = {"simulate": params.simulate.model_dump(mode="json"),
+                          "jedi": params.extract.jedi.model_dump(mode="json")}
+        before = json.loads(state_path.read_text()) if state_path.exists() else {}
+        if not sqlite_file(EMBEDDED_ARCHIVE_URL).exists() or before.get("simulated_with") != simulated_with:
+            run_simulate(params, progress=False)
+    source = open_source(params, jobs_json)
+    absent = source.check()
+    state = {"source": source.describe(), "schema": params.archive.schema_name,
+             "archive_schema": params.archive.archive_schema, **source.fingerprint(), "absent_columns": absent,
+             "simulated_with": simulated_with}
+    write_json(state_path, state)
+    return state
 
 
 def sqlite_file(url: str) -> Path | None:

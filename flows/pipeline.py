@@ -1,10 +1,11 @@
 """The flows an operator schedules: the whole pipeline, the retrain, and the drift check.
 
 How they relate to DVC: dvc.yaml runs the same stage functions (through the `scoutless` commands) and is
-what `make run` and `dvc repro` reproduce from params.yaml. The flows add what a schedule needs
-(incremental extraction, retries, concurrent training, artifacts, the drift-triggered retrain) and end by
-versioning their outputs with DVC (`dvc commit` + `dvc push`, flows.version_with_dvc), so every scheduled
-run is recorded in dvc.lock and the remote like a `dvc repro`.
+what `make run` and `dvc repro` reproduce from params.yaml. The flows add what a schedule needs (retries,
+concurrent training, artifacts, the drift-triggered retrain) and end by recording the stages they ran with
+DVC (`dvc commit` of those stages + `dvc push`, flows.version_with_dvc), so dvc.lock describes every run.
+A flow asked for another archive than params.yaml's names it in the archive stage's output, which the
+extract stage depends on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.stages import (
     backtest_flow,
+    check_archive_flow,
     extract_flow,
     features_flow,
     history_flow,
@@ -23,33 +25,15 @@ from flows.stages import (
     train_flow,
     validate_flow,
 )
-from scoutless.params import EMBEDDED_ARCHIVE_URL
 
 
 @task
-def simulate_embedded_archive_task() -> dict | None:
-    """Simulate the embedded default archive when it is the one configured and it is missing."""
-    from dataclasses import asdict
-
-    from archive.stages import run_simulate, sqlite_file
-
-    params = stage_params()
-    if params.archive.url != EMBEDDED_ARCHIVE_URL:
-        return None
-    embedded = sqlite_file(EMBEDDED_ARCHIVE_URL)
-    if embedded is None or embedded.exists():
-        return None
-    get_run_logger().info("no archive at %s: simulating the embedded default", embedded)
-    return asdict(run_simulate(params, progress=False))
-
-
-@task
-def version_task() -> dict:
+def version_task(stages: list[str]) -> dict:
     from scoutless.versioning import version_outputs
 
     if not stage_params().flows.version_with_dvc:
         return {"versioned": False, "why": "flows.version_with_dvc is false"}
-    return version_outputs()
+    return version_outputs(stages)
 
 
 @task
@@ -59,32 +43,41 @@ def locations_task() -> dict:
     return output_locations(stage_params())
 
 
+def _trains(trained: dict) -> list[str]:
+    return [f"train@{target}" for target in trained]
+
+
 @flow(name="retrain", log_prints=True)
 def retrain_flow(targets: list[str] | None = None) -> dict:
-    """Train every target on the current features, then select through the quality gate and package."""
+    """Train every target on the current features, then select through the quality gate, refresh the history
+    the service reads and package."""
     trained = train_flow(targets)
     selected = select_flow()
+    history_flow()
     packaged = package_flow()
-    return {"trained": list(trained), "selected": selected, "bento": packaged["bento"]}
+    return {"trained": list(trained), "selected": selected, "bento": packaged["bento"],
+            "stages": [*_trains(trained), "select", "history", "package"]}
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(archive: str | None = None, full_extract: bool = False, version: bool = True) -> dict:
-    """extract -> validate -> features -> train (targets concurrently) -> select -> backtest -> monitor ->
-    package, then version the outputs with DVC: the stages of dvc.yaml. The embedded archive is simulated
-    first when it is missing."""
+    """archive check (the embedded archive simulated when missing) -> extract -> validate -> features -> train
+    (targets concurrently) -> select -> history -> backtest -> monitor -> package, then record them with DVC:
+    the stages of dvc.yaml."""
     logger = get_run_logger()
-    if archive is None:
-        simulate_embedded_archive_task()
+    check_archive_flow(archive)
     extract_flow(archive, full_extract)
     validate_flow()
     features_flow()
-    train_flow()
+    trained = train_flow()
     selected = select_flow()
+    history_flow()
     backtest_flow()
     drift = monitor_flow()
     packaged = package_flow()
-    versioned = version_task() if version else {"versioned": False, "why": "version=False"}
+    stages = ["archive", "extract", "validate", "features", *_trains(trained), "select", "history", "backtest",
+              "monitor", "package"]
+    versioned = version_task(stages) if version else {"versioned": False, "why": "version=False"}
     locations = locations_task()
     for name, where in locations.items():
         logger.info("%s: %s", name, where)
@@ -98,16 +91,19 @@ def drift_check_flow(archive: str | None = None, retrain: bool = True, version: 
     models' training window, and when the retrain rule fires (monitor.retrain) run the retrain flow: the new
     winner is promoted only through the selection gate."""
     logger = get_run_logger()
+    check_archive_flow(archive)
     extract_flow(archive, False)
     validate_flow()
     features_flow()
     history_flow()
     drift = monitor_flow()
     outcome = {"verdict": drift["verdict"], "reasons": drift["reasons"], "retrained": None}
+    stages = ["archive", "extract", "validate", "features", "history", "monitor"]
     if drift["retrain"] and retrain:
         logger.warning("retraining: %s", "; ".join(drift["reasons"]))
         outcome["retrained"] = retrain_flow()
+        stages += [stage for stage in outcome["retrained"]["stages"] if stage not in stages]
     elif drift["retrain"]:
         logger.warning("the retrain rule fired but retrain=False: %s", "; ".join(drift["reasons"]))
-    outcome["versioned"] = version_task() if version else {"versioned": False, "why": "version=False"}
+    outcome["versioned"] = version_task(stages) if version else {"versioned": False, "why": "version=False"}
     return outcome

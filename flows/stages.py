@@ -41,6 +41,19 @@ def _markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+@task
+def check_archive_task(archive: str | None) -> dict:
+    from archive.stages import run_check_archive
+
+    return run_check_archive(stage_params(archive))
+
+
+@flow(name="check-archive", log_prints=True)
+def check_archive_flow(archive: str | None = None) -> dict:
+    """Check the archive (the embedded default simulated when needed) and record what it holds."""
+    return check_archive_task(archive)
+
+
 # The whole extraction is retried (with backoff) if the archive stays unreachable beyond the stage's own
 # per-read retries; its watermark is written last, so a retry starts where the failed attempt did.
 @task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.5,
@@ -183,8 +196,7 @@ def package_flow() -> dict:
 def history_task() -> dict:
     from models.refresh import write_history
 
-    params = stage_params()
-    return write_history(params, params.split.as_of)
+    return write_history(stage_params())
 
 
 @flow(name="history", log_prints=True)

@@ -11,9 +11,9 @@ artifacts/history/ (params paths.history) holds
   newest errors as labels arrive;
 - history.json: as of when, how many groups, the newest label counted, the calibration counts.
 
-The select stage writes it as of the models' "now"; `scoutless history` and the drift-check flow refresh it;
-a running `scoutless serve` reloads it when it changes. The backtest answers each task as this refresh would
-have just before its creation (models.train.predict_test).
+The history stage (`scoutless history`, after select) writes it as of the archive's now, and the drift-check
+flow refreshes it; a running `scoutless serve` reloads it when it changes. The backtest answers each task as
+this refresh would have just before its creation (models.train.predict_test).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pandas as pd
 from features.history_artifact import CALIBRATION_FILE, INFO_FILE, snapshot_as_of
 from models.candidates import Candidate
 from models.layout import MODEL_DIR, SNAPSHOT_FILE, read_promotion
-from models.protocol import LABELS_KNOWN_AT, calibration_rows
+from models.protocol import LABELS_KNOWN_AT, calibration_rows, pipeline_now
 from models.targets import TARGETS
 from scoutless.params import Params
 from scoutless.paths import build_dir, replace_dir, resolve, write_json
@@ -56,14 +56,15 @@ def recalibrated(params: Params, features: pd.DataFrame, jobs: pd.DataFrame, as_
 
 
 def write_history(params: Params, as_of: pd.Timestamp | None = None) -> dict:
-    """Write artifacts/history as of `as_of` (None: every label in the features' history table)."""
+    """Write artifacts/history as of `as_of` (None: the archive's now, as selection takes it)."""
     features_dir = resolve(params.paths.features)
     table = pd.read_parquet(features_dir / "history.parquet")
+    features = pd.read_parquet(features_dir / "features.parquet")
     known = pd.to_datetime(table["available_at"])
-    as_of = pd.Timestamp(as_of) if as_of is not None else known.max()
+    as_of = pd.Timestamp(as_of) if as_of is not None else pipeline_now(features, params.split)
     current = snapshot_as_of(table, as_of)
-    calibration = recalibrated(params, pd.read_parquet(features_dir / "features.parquet"),
-                               pd.read_parquet(resolve(params.paths.validated) / "jobs.parquet"), as_of)
+    calibration = recalibrated(params, features, pd.read_parquet(resolve(params.paths.validated) / "jobs.parquet"),
+                               as_of)
     info = {"as_of": str(as_of), "groups": len(current), "labels_known_at_newest": str(known[known <= as_of].max()),
             "calibrated_on": {target: entry["tasks"] for target, entry in calibration.items()}}
     folder = resolve(params.paths.history)

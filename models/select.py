@@ -28,7 +28,6 @@ from features.history_artifact import snapshot_as_of
 from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE, read_promotion
 from models.metrics import QUANTILE_COLUMNS
 from models.protocol import DAY, Windows, as_of_view, pipeline_now
-from models.refresh import write_history
 from models.report import leaderboard, model_card, write_plots
 from models.targets import TARGETS
 from models.train import by_task, fit_as_of, load_training_data, predict_test, score
@@ -157,7 +156,6 @@ def run_select(params: Params) -> dict:
         test = by_task(Windows.at(test_origin, params.split).test_rows(features, target))
         write_target_report(target, winner, metrics, window, test, params)
 
-    write_history(params, now)   # the history and the promoted models' calibration as of now, for the service
     with atomic_path(artifacts / "leaderboard.md") as tmp:
         tmp.write_text(leaderboard(all_metrics, winners, metric))
     summary = {

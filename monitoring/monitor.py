@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from models.layout import Promoted, load_promoted
 from models.metrics import QUANTILE_COLUMNS, QUANTILES, quantile_losses
 from models.targets import TARGETS
 from monitoring.drift import ColumnDrift, DriftMethods, DriftResult, column_drift
@@ -87,19 +88,17 @@ def task_errors(target: str, labels: pd.Series, request: pd.Series, request_quan
     return pd.Series(losses, index=labels.index)
 
 
-def _promoted(params: Params):
-    from serving.predictor import Predictor
-
-    try:
-        return Predictor.from_promoted(resolve(params.paths.promoted), list(params.targets))
-    except ValueError as exc:
-        raise NoPromotedModelError(str(exc)) from exc
+def _promoted(params: Params) -> list[Promoted]:
+    promoted = load_promoted(resolve(params.paths.promoted), list(params.targets))
+    if not promoted:
+        raise NoPromotedModelError("no promoted model to monitor: run the pipeline (make run) first")
+    return promoted
 
 
-def _predictions(predictor, frame: pd.DataFrame) -> pd.DataFrame:
+def _predictions(promoted: list[Promoted], frame: pd.DataFrame) -> pd.DataFrame:
     """Each promoted target's request prediction (and, with a label, its error) for feature rows."""
     out = {}
-    for model in predictor.models:
+    for model in promoted:
         if len(frame) == 0:
             out[f"pred_{model.target}"] = pd.Series(dtype="float64")
             out[f"error_{model.target}"] = pd.Series(dtype="float64")
@@ -140,18 +139,18 @@ def _drift_dict(result: DriftResult) -> dict:
     return {"columns": {c: d.to_dict() for c, d in result.columns.items()}, "skipped": result.skipped}
 
 
-def monitor(features: pd.DataFrame, predictor, params: Params, out_dir: Path) -> dict:
+def monitor(features: pd.DataFrame, promoted: list[Promoted], params: Params, out_dir: Path) -> dict:
     """Compare the windows, write the Evidently pages into `out_dir`, and return drift.json's content."""
     settings = params.monitor
     methods = DriftMethods(settings.num_method, settings.cat_method, settings.num_threshold,
                            settings.cat_threshold)
-    windows_of = [m.info["data_window"] for m in predictor.models]
+    windows_of = [m.info["data_window"] for m in promoted]
     trained_until = max(pd.Timestamp(w["train_end"]) for w in windows_of)
     trained_from = min(pd.Timestamp(w["train_start"]) for w in windows_of)
     windows = choose_windows(features, trained_from, trained_until, settings)
     report = {
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "models": {m.target: m.info["version"] for m in predictor.models},
+        "models": {m.target: m.info["version"] for m in promoted},
         "windows": windows.describe(),
         "rule": settings.retrain.model_dump(),
     }
@@ -167,17 +166,17 @@ def monitor(features: pd.DataFrame, predictor, params: Params, out_dir: Path) ->
     feature_result = column_drift(
         windows.reference, windows.current, list(NUMERIC_FEATURES), list(CATEGORICAL_FEATURES), methods,
         "Feature drift", out_dir / "features.html")
-    reference_out = _predictions(predictor, windows.reference)
-    current_out = _predictions(predictor, windows.current)
-    prediction_columns = [f"pred_{m.target}" for m in predictor.models]
+    reference_out = _predictions(promoted, windows.reference)
+    current_out = _predictions(promoted, windows.current)
+    prediction_columns = [f"pred_{m.target}" for m in promoted]
     prediction_result = column_drift(reference_out, current_out, prediction_columns, [], methods,
                                      "Prediction drift", out_dir / "predictions.html")
 
-    error_reference = _predictions(predictor, windows.error_reference)
-    error_result = column_drift(error_reference, current_out, [f"error_{m.target}" for m in predictor.models], [],
+    error_reference = _predictions(promoted, windows.error_reference)
+    error_result = column_drift(error_reference, current_out, [f"error_{m.target}" for m in promoted], [],
                                 methods, "Error drift", out_dir / "errors.html")
     errors = {}
-    for model in predictor.models:
+    for model in promoted:
         column = f"error_{model.target}"
         labelled = int(current_out[column].notna().sum())
         current_error = float(current_out[column].mean()) if labelled else float("nan")
@@ -213,11 +212,11 @@ def monitor(features: pd.DataFrame, predictor, params: Params, out_dir: Path) ->
 
 def run_monitor(params: Params) -> dict:
     """The monitor stage entry point: reports/drift/*.html and reports/drift.json, both replaced atomically."""
-    predictor = _promoted(params)
+    promoted = _promoted(params)
     features = pd.read_parquet(resolve(params.paths.features) / "features.parquet")
     pages = resolve(params.paths.drift_reports)
     build = build_dir(pages)
-    report = monitor(features, predictor, params, build)
+    report = monitor(features, promoted, params, build)
     replace_dir(build, pages)
     report["pages"] = {name: str(pages / page) for name, page in report["pages"].items()}
     report["pages"]["index"] = str(pages / "index.html")

@@ -92,6 +92,25 @@ def simulate(
         _print(run_simulate(params, tasks=tasks, seed=seed, window=window, shifted=shifted, progress=progress))
 
 
+@app.command("check-archive")
+def check_archive(
+    archive: ArchiveOption = None,
+    jobs_json: Annotated[
+        Path | None, typer.Option(help="With a bigpanda tasks dump: a dump of their jobs, for labels.")
+    ] = None,
+) -> None:
+    """Check that the archive is there and readable (simulating the embedded default when it is missing or was
+    simulated with other settings) and record what it holds in data/archive/state.json: the extract stage's
+    input, so that extraction reruns exactly when the archive changed."""
+    from archive.sources import ArchiveSchemaError
+    from archive.stages import run_check_archive
+
+    _setup_logging()
+    params = _params(archive)
+    with _exit_on(ArchiveSchemaError, 2):
+        typer.echo(json.dumps(run_check_archive(params, jobs_json), indent=2, default=str))
+
+
 @app.command()
 def extract(
     archive: ArchiveOption = None,
@@ -170,7 +189,8 @@ def backtest() -> None:
 @app.command()
 def history(
     as_of: Annotated[datetime | None, typer.Option(
-        help="Count the labels known by then (default: split.as_of, else every finished task).")] = None,
+        help="Count the labels known by then (default: the archive's now: split.as_of, else its newest task "
+        "or label).")] = None,
 ) -> None:
     """Refresh the history snapshot and the promoted models' calibration the service reads (paths.history) from
     the newest finished tasks, without retraining; a running `scoutless serve` picks them up at its next
@@ -207,7 +227,7 @@ def serve(port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (defa
     """Serve the promoted models over HTTP (POST /predict, GET /metadata, /readyz) until interrupted."""
     from serving.stage import run_serve
 
-    raise typer.Exit(run_serve(_params(), port))
+    run_serve(_params(), port)
 
 
 @app.command()
@@ -232,12 +252,19 @@ def run(
     archive: ArchiveOption = None,
     full: Annotated[bool, typer.Option(help="Extract the whole archive, ignoring the watermark.")] = False,
 ) -> None:
-    """Run the pipeline flow once (Prefect): extract -> validate -> features -> train -> select -> backtest ->
-    monitor -> package, against an archive (default: the embedded one, simulated when missing)."""
+    """Run the pipeline flow once (Prefect): archive check -> extract -> validate -> features -> train -> select
+    -> history -> backtest -> monitor -> package, against an archive (default: the embedded one, simulated when
+    missing), then record the stages it ran in dvc.lock."""
     from flows.pipeline import pipeline_flow
 
     _params(archive)   # a bad params.yaml is reported before Prefect starts
     result = pipeline_flow(archive=archive, full_extract=full)
+    versioned = result["versioned"]
+    if versioned["versioned"]:
+        typer.echo(f"versioned in dvc.lock{' and pushed' if versioned['pushed'] else ''}: "
+                   f"{', '.join(versioned['stages'])}")
+    else:
+        typer.echo(f"not versioned: {versioned['why']}")
     _print_locations(result["outputs"])
 
 

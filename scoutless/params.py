@@ -124,6 +124,7 @@ class ValidationParams(Section):
 class PathParams(Section):
     """Where each stage writes, relative to the project folder."""
 
+    archive_state: Path = Path("data/archive/state.json")   # what the archive held when last checked
     raw: Path = Path("data/raw")
     validated: Path = Path("data/validated")
     quarantine: Path = Path("data/quarantine")

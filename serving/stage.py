@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
@@ -44,12 +45,17 @@ def run_package(params: Params) -> dict:
     return result
 
 
-def run_serve(params: Params, port: int | None = None) -> int:
-    """Serve the project's promoted models on 127.0.0.1 until interrupted; returns the exit code."""
+def run_serve(params: Params, port: int | None = None) -> NoReturn:
+    """Serve the project's promoted models on 127.0.0.1 until interrupted. The calling process becomes
+    `bentoml serve` (exec): a signal to it reaches the server, which stops its workers, so nothing is left
+    running behind it."""
     register_in_subprocess(params)
     port = port or params.serving.port
     os.environ[HISTORY_DIR_ENV] = str(resolve(params.paths.history))
-    return _bentoml(["serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)], params).returncode
+    use_project_store(params)
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    os.chdir(CODE_ROOT)
+    os.execv(bentoml, [bentoml, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)])
 
 
 def read_tasks(path: Path) -> list[TaskSpec]:

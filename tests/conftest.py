@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,17 +20,56 @@ disable_telemetry()
 POSTGRES_URL_ENV = "SCOUTLESS_TEST_POSTGRES_URL"
 MYSQL_URL_ENV = "SCOUTLESS_TEST_MYSQL_URL"
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["pytester", "tests.process_guard"]
 
 
-def _server_url(env: str, example: str) -> str:
-    """URL of a database server the tests may create databases on. CI must provide it: there a missing
-    server is a failure, never a skip."""
-    url = os.environ.get(env)
-    if not url:
+DEFAULT_SERVERS = {POSTGRES_URL_ENV: "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+                   MYSQL_URL_ENV: "mysql+pymysql://root@127.0.0.1:3306/test"}
+
+
+def _answers(url: str) -> str | None:
+    """None when the server of `url` accepts a connection, else why not."""
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return None
+    except Exception as exc:   # any driver's refusal: the reason is what the skip reports
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+@functools.cache
+def _server_url_or_reason(env: str) -> tuple[str | None, str]:
+    """(the URL of the database server the tests may create databases on, how it was found): the one $env
+    names, else the default address when a server answers there; (None, why not) otherwise."""
+    if os.environ.get(env):
+        return os.environ[env], f"${env}"
+    default = DEFAULT_SERVERS[env]
+    refused = _answers(default)
+    if refused is None:
+        return default, "the default address"
+    return None, f"nothing answered at {default} ({refused}); start the server there or set {env}"
+
+
+def _server_url(env: str) -> str:
+    """CI must have the server: there a missing one is a failure, never a skip."""
+    url, how = _server_url_or_reason(env)
+    if url is None:
         if os.environ.get("CI"):
-            pytest.fail(f"{env} is not set in CI")
-        pytest.skip(f"no database server: set {env} (e.g. {example})")
+            pytest.fail(f"no database server in CI: {how}")
+        pytest.skip(f"no database server: {how}")
     return url
+
+
+def pytest_report_header(config) -> list[str]:
+    lines = []
+    for env in DEFAULT_SERVERS:
+        url, how = _server_url_or_reason(env)
+        engine = sa.engine.make_url(DEFAULT_SERVERS[env]).get_backend_name()
+        lines.append(f"{engine} tests: " + (f"{sa.engine.make_url(url).render_as_string()} ({how})" if url
+                                            else f"skipped, {how}"))
+    return lines
 
 
 def _fresh_database(server_url: str, drop_suffix: str = "") -> Iterator[str]:
@@ -48,13 +88,13 @@ def _fresh_database(server_url: str, drop_suffix: str = "") -> Iterator[str]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    server = _server_url(POSTGRES_URL_ENV, "postgresql+psycopg://postgres@127.0.0.1/test")
+    server = _server_url(POSTGRES_URL_ENV)
     yield from _fresh_database(server, " WITH (FORCE)")
 
 
 @pytest.fixture
 def mysql_url() -> Iterator[str]:
-    server = _server_url(MYSQL_URL_ENV, "mysql+pymysql://root@127.0.0.1:3306/test")
+    server = _server_url(MYSQL_URL_ENV)
     yield from _fresh_database(server)
 
 

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from scoutless.params import Params, ValidationParams
+from archive.jedi_formulas import task_values
+from scoutless.params import JediParams, Params, ValidationParams
 from scoutless.paths import resolve, write_json, write_parquet
 from validation.report import write_html_report
 from validation.suites import Expect, jobs_suite, labels_suite, tasks_suite
@@ -160,12 +161,24 @@ class ValidateSummary:
     report: str
 
 
+def labels_from_jobs(labels: pd.DataFrame, jobs: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
+    """`labels` with every value JEDI's formulas take from finished jobs recomputed from `jobs` (the ones that
+    passed validation): a quarantined job must not move its task's label, as one junk job would move a max.
+    A task left with no job gets n_finished_jobs 0, which its suite quarantines. The failure counts stay."""
+    values = task_values(jobs, jedi)
+    kept = labels.drop(columns=[column for column in values.columns if column in labels.columns])
+    relabelled = kept.merge(values, left_on="jeditaskid", right_index=True, how="left")
+    relabelled["n_finished_jobs"] = relabelled["n_finished_jobs"].fillna(0).astype("int64")
+    return relabelled
+
+
 def run_validate(params: Params) -> ValidateSummary:
     """The validate stage: data/raw -> data/validated + data/quarantine + reports/validation."""
     raw, validated = resolve(params.paths.raw), resolve(params.paths.validated)
     quarantine, reports = resolve(params.paths.quarantine), resolve(params.paths.validation_reports)
     settings = params.validation
-    suites = {"tasks": tasks_suite(settings), "labels": labels_suite(settings), "jobs": jobs_suite(settings)}
+    # jobs before labels: the labels are taken again from the jobs that passed
+    suites = {"tasks": tasks_suite(settings), "jobs": jobs_suite(settings), "labels": labels_suite(settings)}
     frames: dict[str, pd.DataFrame] = {}
     outcomes: dict[str, TableOutcome] = {}
     for table, suite in suites.items():
@@ -173,6 +186,8 @@ def run_validate(params: Params) -> ValidateSummary:
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run `scoutless extract` first")
         frame = pd.read_parquet(path).reset_index(drop=True)
+        if table == "labels":
+            frame = labels_from_jobs(frame, frames["jobs"], params.extract.jedi)
         outcome = validate_table(frame, suite, table)
         good, bad = split_bad_rows(frame, outcome)
         frames[table], outcomes[table] = good, outcome

@@ -110,3 +110,32 @@ def test_validate_stage_writes_clean_tables_quarantine_and_reports(raw):
     html = (params.paths.validation_reports / "index.html").read_text()
     assert "ExpectColumnValuesToBeBetween(corecount)" in html and "<table>" in html
     assert (params.paths.validation_reports / "validation.json").exists()
+
+
+def test_labels_come_from_the_jobs_that_passed(tmp_path):
+    """A junk job (memory far above validation.job_ranges) is quarantined and does not move its task's label;
+    a task whose only job was junk has no label left, and its label row is quarantined with the reason."""
+    (tmp_path / "params.yaml").write_text((Path(__file__).parents[2] / "params.yaml").read_text())
+    builder = ArchiveBuilder(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    junk_kb = 8 * 1024 * 5e6                      # 5 TB per core: beyond validation.job_ranges
+    builder.task(40)
+    for mb_per_core in (1000, 1200, 1400):
+        builder.job(40, maxpss=8 * 1024 * mb_per_core)
+    builder.job(40, maxpss=junk_kb)
+    builder.task(41)
+    builder.job(41, maxpss=junk_kb)
+    params = params_for(tmp_path, str(builder.engine.url))
+    params = params.model_copy(update={"validation": params.validation.model_copy(update={"max_bad_fraction": 1.0})})
+    run_extract(params, progress=False)
+    raw_labels = pd.read_parquet(params.paths.raw / "labels.parquet").set_index("jeditaskid")
+
+    run_validate(params)
+    labels = pd.read_parquet(params.paths.validated / "labels.parquet").set_index("jeditaskid")
+    jedi = params.extract.jedi
+    clean = np.percentile([1000, 1200, 1400], jedi.ramcount_percentile) * (1 + jedi.ramcount_margin)
+    assert raw_labels.loc[40, "ramcount"] > 2 * clean          # extracted from every job, junk included
+    assert labels.loc[40, "ramcount"] == pytest.approx(clean) and labels.loc[40, "n_finished_jobs"] == 3
+    assert 41 not in labels.index
+    quarantined = pd.read_parquet(params.paths.quarantine / "labels.parquet").set_index("jeditaskid")
+    assert "n_finished_jobs" in quarantined.loc[41, "failed_expectations"]
+    assert (pd.read_parquet(params.paths.quarantine / "jobs.parquet")["jeditaskid"].value_counts() == 1).all()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from scoutless.params import TARGETS
@@ -47,6 +48,18 @@ def copy(tmp_path_factory) -> Path:
     return root
 
 
+def status(root: Path) -> dict[str, list[str]]:
+    """`dvc status` as {stage: what changed}."""
+    out, stage = {}, None
+    for line in run(["dvc", "status"], root).splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            stage = line[:-1]
+            out[stage] = []
+        elif line.strip() and stage is not None:
+            out[stage].append(line.strip())
+    return out
+
+
 def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
@@ -54,8 +67,8 @@ def stages_run(output: str) -> list[str]:
 def test_repro_runs_everything_then_nothing(copy):
     first = run(["dvc", "repro"], copy)
     trains = [f"train@{target}" for target in TARGETS]
-    assert stages_run(first) == ["simulate", "extract", "validate", "features", *trains, "select", "backtest",
-                                 "monitor", "package"]
+    assert stages_run(first) == ["archive", "extract", "validate", "features", *trains, "select", "history",
+                                 "backtest", "monitor", "package"]
     assert (copy / "artifacts/backtest.json").exists()
     assert (copy / "data/features/features.parquet").exists()
     assert (copy / "reports/validation/index.html").exists()
@@ -63,9 +76,10 @@ def test_repro_runs_everything_then_nothing(copy):
     assert all((copy / "artifacts/promoted" / target / "promotion.json").exists() for target in TARGETS)
     assert "scoutless:" in (copy / "artifacts/bento.json").read_text()
 
+    # the archive is checked again (an external source could have changed); it did not, so nothing else runs
     second = run(["dvc", "repro"], copy)
-    assert stages_run(second) == []
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], copy)
+    assert stages_run(second) == ["archive"]
+    assert status(copy) == {"archive": ["always changed"]}
 
 
 def test_a_parameter_change_reruns_only_what_depends_on_it(copy):
@@ -73,9 +87,10 @@ def test_a_parameter_change_reruns_only_what_depends_on_it(copy):
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["train"]["xgboost"]["max_depth"] = 4
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rerun = stages_run(run(["dvc", "repro"], copy))
+    rerun = [stage for stage in stages_run(run(["dvc", "repro"], copy)) if stage != "archive"]  # checked each run
     assert rerun[: len(TARGETS) + 1] == [*(f"train@{target}" for target in TARGETS), "select"]
-    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "backtest", "monitor", "package"}
+    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "history", "backtest", "monitor",
+                          "package"}
 
 
 def test_experiments_and_the_local_remote(copy):
@@ -91,19 +106,33 @@ def test_experiments_and_the_local_remote(copy):
     assert (copy / "data/features/features.parquet").exists()
 
 
-def test_outputs_written_outside_dvc_are_versioned_like_a_flow_run(copy):
-    """What the scheduled flows do after running the stage functions: dvc commit + dvc push."""
-    run(["dvc", "repro"], copy)
-    params = yaml.safe_load((copy / "params.yaml").read_text())
+def test_the_main_job_on_a_postgresql_archive_ends_green_and_versioned(copy, postgres_url):
+    """`scoutless run --archive URL` against an archive laid out as PanDA's DDL (schema doma_panda, only the live
+    job table): the flow's stages are recorded by DVC as they ran, and `dvc status` says only that the archive is
+    an external source, checked at every run."""
+    original = (copy / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["archive"] |= {"schema": "doma_panda", "job_tables": ["jobsarchived4"]}
     params["train"]["xgboost"]["max_depth"] = 3
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["scoutless", "train", "--target", "ramcount"], copy)       # the stage function, as a flow runs it
-    assert "train@ramcount" in run(["dvc", "status"], copy)
+    try:
+        run(["scoutless", "simulate", "--archive", postgres_url, "--no-progress"], copy)
+        engine = sa.create_engine(postgres_url)
+        with engine.begin() as conn:   # only the live job table, as the DDL has it: every job in it
+            conn.execute(sa.text("INSERT INTO doma_panda.jobsarchived4 SELECT * FROM jobsarchived WHERE pandaid NOT IN "
+                                 "(SELECT pandaid FROM doma_panda.jobsarchived4)"))
+            conn.execute(sa.text("DROP TABLE jobsarchived"))
+        engine.dispose()
 
-    versioned = run([sys.executable, "-c", "import json; from scoutless.versioning import version_outputs; "
-                                          "print(json.dumps(version_outputs()))"], copy)
-    assert json.loads(versioned.strip().splitlines()[-1]) == {"versioned": True, "pushed": True}
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], copy)
-    assert "Cache and remote 'local' are in sync" in run(["dvc", "status", "--cloud"], copy)
-    lock = yaml.safe_load((copy / "dvc.lock").read_text())
-    assert lock["stages"]["train@ramcount"]["params"]["params.yaml"]["train"]["xgboost"]["max_depth"] == 3
+        output = run(["scoutless", "run", "--archive", postgres_url], copy)
+
+        assert "versioned in dvc.lock and pushed: archive, extract" in output
+        assert status(copy) == {"archive": ["always changed"]}
+        assert "Cache and remote 'local' are in sync" in run(["dvc", "status", "--cloud"], copy)
+        state = json.loads((copy / "data/archive/state.json").read_text())
+        assert state["source"].startswith("postgresql+psycopg://") and state["job_tables"] == ["jobsarchived4"]
+        lock = yaml.safe_load((copy / "dvc.lock").read_text())
+        assert lock["stages"]["train@ramcount"]["params"]["params.yaml"]["train"]["xgboost"]["max_depth"] == 3
+        assert lock["stages"]["extract"]["cmd"] == "scoutless extract --no-progress"
+    finally:
+        (copy / "params.yaml").write_text(original)

@@ -143,8 +143,44 @@ def test_missing_column_is_named(project):
     url = f"sqlite:///{project / 'partial.sqlite'}"
     builder = ArchiveBuilder(url)
     builder.execute("ALTER TABLE jedi_tasks DROP COLUMN transhome")
-    with pytest.raises(ArchiveSchemaError, match="jedi_tasks .* lacks column.*transhome"):
+    with pytest.raises(ArchiveSchemaError, match="jedi_tasks lacks column.*transhome"):
         run_extract(params_for(project, url), progress=False)
+
+
+NEVER_USED = {"jedi_tasks": ("site", "nucleus", "resource_type", "splitrule", "diskio"),
+              "jobs": ("piloterrorcode", "computingsite")}
+
+
+def test_an_archive_without_the_columns_nothing_needs_is_extracted(archive, project):
+    builder, params = archive
+    fill(builder)
+    tables = [builder.schema.jedi_tasks, *(builder.schema.job_table(name) for name in params.archive.job_tables)]
+    for table in tables:
+        for column in NEVER_USED["jedi_tasks" if table.name == "jedi_tasks" else "jobs"]:
+            builder.execute(f"ALTER TABLE {table.fullname} DROP COLUMN {column}")
+
+    summary = run_extract(params, progress=False)
+
+    # reported once, per table; read as NULL; the labels are those of the whole archive
+    assert summary.absent_columns == {table.fullname: sorted(NEVER_USED["jedi_tasks" if table.name == "jedi_tasks"
+                                                                      else "jobs"]) for table in tables}
+    assert read(params, "tasks")["nucleus"].isna().all()
+    labels = read(params, "labels").set_index("jeditaskid")
+    assert labels.loc[1, "ramcount"] == pytest.approx((1000 + 0.75 * 1000) * 1.10)
+    assert labels.loc[1, "n_oom_failures"] == 0          # no pilot error codes to tell
+
+
+def test_every_missing_table_and_column_is_named_at_once(project):
+    url = f"sqlite:///{project / 'partial.sqlite'}"
+    builder = ArchiveBuilder(url)
+    builder.execute("DROP TABLE jobsarchived")
+    builder.execute("ALTER TABLE jedi_tasks DROP COLUMN transhome")
+    builder.execute("ALTER TABLE jobsarchived4 DROP COLUMN maxpss")
+    with pytest.raises(ArchiveSchemaError) as raised:
+        run_extract(params_for(project, url), progress=False)
+    message = str(raised.value)
+    assert "jedi_tasks lacks column(s) transhome" in message and "jobsarchived4 lacks column(s) maxpss" in message
+    assert "no table jobsarchived (set archive.job_tables in params.yaml" in message
 
 
 def test_a_crash_mid_run_leaves_the_previous_outputs(project, monkeypatch):

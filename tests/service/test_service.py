@@ -112,7 +112,8 @@ def server(served_project):
     port = free_port()
     scoutless = Path(sys.executable).with_name("scoutless")
     process = subprocess.Popen([str(scoutless), "serve", "--port", str(port)], cwd=served_project,
-                               env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -128,8 +129,10 @@ def server(served_project):
         process.kill()
         pytest.fail("scoutless serve was not ready within 120 s")
     yield url
+    # SIGTERM to the server alone, as an operator stops it: it must stop its workers itself (the session's
+    # end fails the run on any process left behind)
     process.terminate()
-    process.wait(timeout=30)
+    process.wait(timeout=60)
 
 
 def test_a_real_server_answers_the_readme_example(server):
