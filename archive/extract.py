@@ -3,7 +3,8 @@
 Outputs (one row per task unless said otherwise):
 - tasks.parquet     jedi_tasks columns known at submission, bookkeeping, the resource values on the task
                     with their units, the sums over input datasets and the scout values normalised to
-                    the targets' units (`scout_*`)
+                    the targets' units (`scout_*`), and the task parameter map as submitted (`taskparams`,
+                    JSON from jedi_taskparams; NULL where the archive has none)
 - labels.parquet    the JEDI formulas over ALL finished jobs of each ended task, with job counts
 - jobs.parquet      one row per finished job of a labelled task: what JEDI measures of it (memory per
                     core, CPU per event, ...), so that evaluation can count jobs a request would fail
@@ -37,8 +38,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from archive.jedi_formulas import job_measurements, normalised_scout_values, task_values
+from archive.jedi_formulas import TASK_PRESET_COLUMNS, job_measurements, normalised_scout_values, task_values
 from archive.sources import Source
+from features.parse import submitted_values
 from scoutless.params import ExtractParams, Params
 from scoutless.paths import atomic_path, write_json
 from scoutless.progress import progress_bar
@@ -60,7 +62,7 @@ STRINGS = {
     "processingtype", "transuses", "transhome", "transpath", "architecture", "campaign", "gshare", "site",
     "cloud", "nucleus", "resource_type", "framework", "splitrule", "ramunit", "cputimeunit",
     "walltimeunit", "iointensityunit", "diskiounit", "outdiskunit", "workdiskunit", "jobstatus",
-    "jobmetrics", "computingsite",
+    "jobmetrics", "computingsite", "taskparams",
 }
 
 
@@ -173,6 +175,14 @@ def extract_chunk(
     # A job in both jobsarchived4 and jobsarchived (it is being moved) counts once.
     jobs = jobs.drop_duplicates("pandaid")
     jobs = jobs[jobs["jeditaskid"].isin(tasks["jeditaskid"])]
+
+    # JEDI measured the jobs with the presets the task was submitted with, whatever its row says now
+    if "taskparams" not in tasks:   # a source without parameter maps (bigpanda dumps)
+        tasks["taskparams"] = pd.Series(pd.NA, index=tasks.index, dtype="string")
+    submitted = submitted_values(tasks["taskparams"]).set_axis(tasks["jeditaskid"])
+    submitted = submitted[~submitted.index.duplicated()]
+    for column in TASK_PRESET_COLUMNS:
+        jobs[column] = jobs["jeditaskid"].map(submitted[column]).fillna(jobs[column])
 
     ended = tasks.loc[tasks["status"].isin(ENDED_STATUSES), "jeditaskid"]
     finished = jobs[(jobs["jobstatus"] == "finished") & jobs["jeditaskid"].isin(ended)]

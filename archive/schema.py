@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 
 JOB_TABLES = ("jobsarchived4", "jobsarchived")
@@ -149,6 +150,7 @@ class PandaSchema:
 
     metadata: MetaData
     jedi_tasks: Table
+    jedi_taskparams: Table   # the task parameter map as submitted (JSON), which jedi_tasks rows drift from
     jedi_datasets: Table
     jobsarchived4: Table
     jobsarchived: Table
@@ -172,6 +174,9 @@ def panda_schema(schema: str | None = None, archive_schema: str | None = None) -
     return PandaSchema(
         metadata=metadata,
         jedi_tasks=Table("jedi_tasks", metadata, *_task_columns(), schema=schema),
+        jedi_taskparams=Table("jedi_taskparams", metadata,
+                              Column("jeditaskid", BigInteger, primary_key=True, autoincrement=False),
+                              Column("taskparams", Text), schema=schema),
         jedi_datasets=Table("jedi_datasets", metadata, *_dataset_columns(), schema=schema),
         **jobs_tables,
     )

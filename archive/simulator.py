@@ -1,4 +1,4 @@
-"""A simulated PanDA archive: jedi_tasks, jedi_datasets, jobsarchived4 and jobsarchived.
+"""A simulated PanDA archive: jedi_tasks, jedi_taskparams, jedi_datasets, jobsarchived4 and jobsarchived.
 
 Stands in for a real archive where none is at hand. Every draw comes from `numpy.random.default_rng`
 streams spawned from `params.seed` (world, timeline, one stream per block of 2000 tasks): a seed gives the
@@ -60,6 +60,9 @@ Tasks
   memory_leak_x2 (means over the scouts); ...Fixed units are never overwritten, MB stays MB;
   cpuefficiency keeps its preset (JEDI does not write it back). After a wait (days for a quarter of the
   tasks) the other jobs request the scouted memory and get maxwalltime from cputime (at least 4 h).
+- Task parameter maps (jedi_taskparams): each task's values as submitted, JSON with JEDI's keys. Later, 5 % of
+  the task rows are changed (other cores, cpuefficiency, basewalltime, baseramcount; modificationtime moves);
+  the map keeps what was submitted, as JEDI_TaskParams does.
 - Failures: out of memory when the true need exceeds the request (pilot 1235/1212/1223; maxpss just above
   the limit), retried with 1.4x memory; walltime beyond maxwalltime (1213); site and payload errors
   (0.5-3.5 % per site); lost input files (1331) and, in fragile tasks, crashing events (exe 65) that fail
@@ -88,6 +91,7 @@ maxpss of 10^12 kB, negative cpuconsumptiontime. It is planted after JEDI has us
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
@@ -107,6 +111,17 @@ RECENT_DAYS = 30          # jobs modified this recently are in jobsarchived4
 MOVING_DAYS = 2           # jobs just older than that are still in jobsarchived4 while being copied
 MAX_JOBS_PER_TASK = 500
 N_SCOUTS = 10
+EDITED_SHARE = 0.05       # task rows changed after submission (their parameter map keeps the submitted values)
+EDIT_STREAM = 7           # the random stream of those changes, apart from the block's
+# jedi_tasks columns and their keys in the task parameter map (JEDI_TaskParams.taskParams)
+TASK_PARAMETER_KEYS = {
+    "taskname": "taskName", "username": "userName", "prodsourcelabel": "prodSourceLabel",
+    "processingtype": "processingType", "tasktype": "taskType", "workinggroup": "workingGroup",
+    "campaign": "campaign", "transpath": "transPath", "transuses": "transUses", "transhome": "transHome",
+    "architecture": "architecture", "corecount": "coreCount", "ramcount": "ramCount", "ramunit": "ramUnit",
+    "baseramcount": "baseRamCount", "cputime": "cpuTime", "cputimeunit": "cpuTimeUnit",
+    "cpuefficiency": "cpuEfficiency", "basewalltime": "baseWalltime",
+}
 MIN_WALLTIME = 4 * HOUR      # a job's walltime limit is never below this
 VOLUME_GROWTH = 1.5       # the task rate at the end of the window is 1 + this times the rate at its start
 RELEASE_AGE_DAYS = 60     # mean age of the release a new task uses
@@ -721,7 +736,8 @@ def _simulate_tasks(engine: sa.Engine, schema: PandaSchema, world: World, ids: n
 
 
 def _create_tables(engine: sa.Engine, schema: PandaSchema) -> None:
-    tables = (schema.jedi_tasks, schema.jedi_datasets, schema.jobsarchived4, schema.jobsarchived)
+    tables = (schema.jedi_tasks, schema.jedi_taskparams, schema.jedi_datasets, schema.jobsarchived4,
+              schema.jobsarchived)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             for name in dict.fromkeys(t.schema for t in tables if t.schema is not None):
@@ -1364,6 +1380,7 @@ def _simulate_block(world: World, rng: np.random.Generator, ids: np.ndarray, cre
                     jedi: JediParams, counters: dict[str, int]) -> dict[str, pd.DataFrame]:
     """Tasks, datasets and archived jobs of one block of consecutive tasks."""
     t = _draw_tasks(world, rng, ids, created)
+    submitted = _task_parameters(t)       # before JEDI's scouts and anyone else change the row
     chunks = _draw_chunks(world, rng, t)
     sites = _task_sites(world, rng, t)
     n, now = len(t), world.now_s
@@ -1406,13 +1423,44 @@ def _simulate_block(world: World, rng: np.random.Generator, ids: np.ndarray, cre
     jobs = jobs[jobs["end"] <= now].reset_index(drop=True)      # still active: not archived yet
     _apply_scout_values(t, values, scouting_end <= np.minimum(now, cut))
     _finish_tasks(rng, t, jobs, (natural_end > now) & (cut > now), cut, scouting_end, now)
+    # a stream of its own, so that the rest of the block is drawn as without it
+    _edit_after_submission(np.random.default_rng([EDIT_STREAM, int(ids[0])]), t, now)
 
     order = np.lexsort((jobs["chunk"].to_numpy(), jobs["created"].to_numpy()))
     jobs = jobs.iloc[order].reset_index(drop=True)
     jobs["pandaid"] = counters["pandaid"] + np.cumsum(rng.integers(1, 4, len(jobs)))
     counters["pandaid"] = int(jobs["pandaid"].max()) + 1 if len(jobs) else counters["pandaid"]
     datasets = _datasets(rng, t, chunks, jobs, counters)
-    return {"jedi_tasks": t, "jedi_datasets": datasets, "jobs": _job_columns(world, rng, t, jobs)}
+    return {"jedi_tasks": t, "jedi_taskparams": submitted, "jedi_datasets": datasets,
+            "jobs": _job_columns(world, rng, t, jobs)}
+
+
+def _task_parameters(t: pd.DataFrame) -> pd.DataFrame:
+    """Each task's parameter map as submitted (JEDI_TaskParams.taskParams, JSON with JEDI's key names)."""
+    frame = t[list(TASK_PARAMETER_KEYS)].rename(columns=TASK_PARAMETER_KEYS)
+    maps = [json.dumps({key: _json_value(value) for key, value in row.items() if not pd.isna(value)},
+                       separators=(",", ":")) for row in frame.to_dict("records")]
+    return pd.DataFrame({"jeditaskid": t["jeditaskid"].to_numpy(), "taskparams": maps})
+
+
+def _json_value(value):
+    if isinstance(value, (np.integer, np.floating, float)):
+        return int(value) if float(value).is_integer() else float(value)
+    return str(value)
+
+
+def _edit_after_submission(rng: np.random.Generator, t: pd.DataFrame, now: float) -> None:
+    """Rows JEDI and operators changed after submission (EDITED_SHARE of the tasks): moved to other cores, the
+    efficiency and base walltime retuned, another base memory; the parameter map keeps what was submitted."""
+    edited = rng.random(len(t)) < EDITED_SHARE
+    k = int(edited.sum())
+    cores = t["corecount"].to_numpy(dtype=float)[edited]
+    t.loc[edited, "corecount"] = np.where(cores > 1, 1, 8)
+    t.loc[edited, "cpuefficiency"] = rng.integers(30, 101, k)
+    t.loc[edited, "basewalltime"] = rng.integers(0, 3601, k)
+    t.loc[edited, "baseramcount"] = rng.choice([0, 1000, 3000], k)
+    when = t["h_created"].to_numpy()[edited] + rng.uniform(HOUR, 10 * DAY, k)
+    t.loc[edited, "modificationtime"] = np.fmin(np.fmax(t["modificationtime"].to_numpy()[edited], when), now)
 
 
 def _cut_jobs(rng: np.random.Generator, jobs: pd.DataFrame, cut: np.ndarray,
@@ -1702,7 +1750,8 @@ def _write_block(engine: sa.Engine, schema: PandaSchema, world: World,
     recent = modified >= world.now_s - RECENT_DAYS * DAY
     moving = ~recent & (modified >= world.now_s - (RECENT_DAYS + MOVING_DAYS) * DAY)
     parts = {
-        schema.jedi_tasks: tables["jedi_tasks"], schema.jedi_datasets: tables["jedi_datasets"],
+        schema.jedi_tasks: tables["jedi_tasks"], schema.jedi_taskparams: tables["jedi_taskparams"],
+        schema.jedi_datasets: tables["jedi_datasets"],
         schema.jobsarchived4: jobs[recent | moving], schema.jobsarchived: jobs[~recent],
     }
     written: Counter[str] = Counter()

@@ -2,7 +2,8 @@
 
 Both sources answer the same three questions, so extraction has one code path:
 - which tasks changed since a watermark (as ranges of jeditaskid, `chunk` tasks each),
-- those tasks' rows with the sums over their input datasets,
+- those tasks' rows with the sums over their input datasets and their parameter maps as submitted
+  (jedi_taskparams, when the archive has it),
 - those tasks' jobs, with the task presets the JEDI formulas need.
 """
 
@@ -136,6 +137,7 @@ class SqlSource:
     job_tables: tuple[str, ...]
     read: Reader = fetch_frame
     absent: dict[str, frozenset[str]] = field(default_factory=dict)   # optional columns missing, per table
+    task_params: bool = True   # the archive has jedi_taskparams (the parameter maps as submitted)
 
     def describe(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -169,6 +171,13 @@ class SqlSource:
         for table, columns in lacking.items():
             log.warning("archive %s: table %s has no %s (not needed: read as NULL)", self.describe(), table,
                         ", ".join(columns))
+        maps = self.schema.jedi_taskparams
+        self.task_params = inspector.has_table(maps.name, schema=maps.schema)
+        if not self.task_params:
+            log.warning("archive %s has no table %s: the values tasks were submitted with are taken from %s, "
+                        "whose rows may have changed since", self.describe(), maps.fullname,
+                        self.schema.jedi_tasks.fullname)
+            lacking[maps.fullname] = ["taskparams"]
         return lacking
 
     def _columns(self, table: sa.Table, names) -> list[sa.ColumnElement]:
@@ -177,10 +186,18 @@ class SqlSource:
         return [sa.cast(sa.null(), table.c[name].type).label(name) if name in absent else table.c[name]
                 for name in names]
 
+    def statements(self, lo: int, hi: int, since: datetime | None) -> dict[str, sa.Select]:
+        """Every statement extraction sends, by what it asks (compiled for any dialect without a server)."""
+        return {
+            "fingerprint": self._fingerprint_statement(),
+            "changed": self._changed_statement(since),
+            "tasks": self._tasks_statement(lo, hi, since),
+            **{f"jobs from {name}": self._jobs_statement(name, lo, hi, since) for name in self.job_tables},
+        }
+
     def fingerprint(self) -> dict:
-        tasks = self.schema.jedi_tasks
         with self.engine.connect() as conn:
-            count, newest = conn.execute(select(func.count(), func.max(tasks.c.modificationtime))).one()
+            count, newest = conn.execute(self._fingerprint_statement()).one()
         return {"tasks": int(count), "newest_modification": None if newest is None else str(newest),
                 "job_tables": list(self.job_tables)}
 
@@ -198,13 +215,29 @@ class SqlSource:
         return modified >= since
 
     def changed_task_ranges(self, since: datetime | None, chunk: int) -> Iterator[tuple[int, int]]:
-        tasks = self.schema.jedi_tasks
-        stmt = select(tasks.c.jeditaskid).where(self._changed(since)).order_by(tasks.c.jeditaskid)
         with self.engine.connect() as conn:
-            ids = [row[0] for row in conn.execute(stmt)]
+            ids = [row[0] for row in conn.execute(self._changed_statement(since))]
         yield from _ranges(iter(ids), chunk)
 
     def tasks(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return self.read(conn, self._tasks_statement(lo, hi, since))
+
+    def jobs(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            frames = [self.read(conn, self._jobs_statement(name, lo, hi, since)) for name in self.job_tables]
+        # Raw driver values, typed later: keep them as objects so that the tables concatenate as they are.
+        return pd.concat([f.astype(object) for f in frames], ignore_index=True)
+
+    def _fingerprint_statement(self) -> sa.Select:
+        tasks = self.schema.jedi_tasks
+        return select(func.count(), func.max(tasks.c.modificationtime))
+
+    def _changed_statement(self, since: datetime | None) -> sa.Select:
+        tasks = self.schema.jedi_tasks
+        return select(tasks.c.jeditaskid).where(self._changed(since)).order_by(tasks.c.jeditaskid)
+
+    def _tasks_statement(self, lo: int, hi: int, since: datetime | None) -> sa.Select:
         tasks, datasets = self.schema.jedi_tasks, self.schema.jedi_datasets
         negative = sa.or_(datasets.c.nfiles < 0, datasets.c.nevents < 0)
         sums = (
@@ -219,29 +252,25 @@ class SqlSource:
             .group_by(datasets.c.jeditaskid)
             .subquery("input_sums")
         )
-        stmt = (
-            select(*self._columns(tasks, TASK_COLUMNS), *(sums.c[name] for name in INPUT_SUM_COLUMNS))
-            .select_from(tasks.outerjoin(sums, sums.c.jeditaskid == tasks.c.jeditaskid))
+        joined = tasks.outerjoin(sums, sums.c.jeditaskid == tasks.c.jeditaskid)
+        maps = self.schema.jedi_taskparams
+        if self.task_params:
+            joined = joined.outerjoin(maps, maps.c.jeditaskid == tasks.c.jeditaskid)
+        return (
+            select(*self._columns(tasks, TASK_COLUMNS), *(sums.c[name] for name in INPUT_SUM_COLUMNS),
+                   maps.c.taskparams if self.task_params else sa.cast(sa.null(), sa.Text).label("taskparams"))
+            .select_from(joined)
             .where(tasks.c.jeditaskid.between(lo, hi), self._changed(since))
         )
-        with self.engine.connect() as conn:
-            return self.read(conn, stmt)
 
-    def jobs(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame:
-        tasks = self.schema.jedi_tasks
-        frames = []
-        with self.engine.connect() as conn:
-            for name in self.job_tables:
-                jobs = self.schema.job_table(name)
-                stmt = (
-                    select(*self._columns(jobs, JOB_COLUMNS + EXTRA_JOB_COLUMNS),
-                           *(tasks.c[name] for name in TASK_PRESET_COLUMNS))
-                    .select_from(jobs.join(tasks, tasks.c.jeditaskid == jobs.c.jeditaskid))
-                    .where(jobs.c.jeditaskid.between(lo, hi), self._changed(since))
-                )
-                frames.append(self.read(conn, stmt))
-        # Raw driver values, typed later: keep them as objects so that the tables concatenate as they are.
-        return pd.concat([f.astype(object) for f in frames], ignore_index=True)
+    def _jobs_statement(self, name: str, lo: int, hi: int, since: datetime | None) -> sa.Select:
+        tasks, jobs = self.schema.jedi_tasks, self.schema.job_table(name)
+        return (
+            select(*self._columns(jobs, JOB_COLUMNS + EXTRA_JOB_COLUMNS),
+                   *(tasks.c[column] for column in TASK_PRESET_COLUMNS))
+            .select_from(jobs.join(tasks, tasks.c.jeditaskid == jobs.c.jeditaskid))
+            .where(jobs.c.jeditaskid.between(lo, hi), self._changed(since))
+        )
 
 
 @dataclass

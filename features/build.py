@@ -3,7 +3,9 @@
 Only what is known when a task is submitted goes in. Left out on purpose, though on the task row:
 the resource columns and their units (ramcount, cputime, cputimeunit, ... are what the scouts wrote,
 i.e. the answer), status and the end/modification times, and what brokerage fills in after submission
-(site, cloud, nucleus, resource_type).
+(site, cloud, nucleus, resource_type). Where the archive keeps a task's parameter map as submitted
+(jedi_taskparams), its cores, base memory, base walltime and cpuefficiency come from there: operators and
+JEDI change the row afterwards.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.history import history_feature_names, history_features, history_table
-from features.parse import framework, processing_type, release, taskname_tokens
+from features.parse import framework, processing_type, release, submitted_values, taskname_tokens
 
 CATEGORICAL_FEATURES = (
     "prodsourcelabel", "processing_type", "framework", "transpath", "release", "campaign", "workinggroup",
@@ -40,8 +42,15 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
 
 def submission_features(tasks: pd.DataFrame) -> pd.DataFrame:
     """Features of each task from its own fields only (no history). Missing fields give missing
-    features, never an error: the service calls this on whatever a client sends."""
-    cores = _number(tasks, "corecount")
+    features, never an error: the service calls this on whatever a client sends. A value the task's
+    parameter map (`taskparams`) holds is the one it was submitted with, and wins over its row's."""
+    maps = tasks["taskparams"] if "taskparams" in tasks else pd.Series(None, index=tasks.index, dtype=object)
+    submitted = submitted_values(maps)
+
+    def at_submission(column: str) -> pd.Series:
+        return submitted[column].fillna(_number(tasks, column))
+
+    cores = at_submission("corecount")
     files, events = _number(tasks, "total_nfiles"), _number(tasks, "total_nevents")
     out = pd.DataFrame({
         "prodsourcelabel": _text(tasks, "prodsourcelabel"),
@@ -60,9 +69,9 @@ def submission_features(tasks: pd.DataFrame) -> pd.DataFrame:
         "total_nevents": events,
         "n_input_datasets": _number(tasks, "n_input_datasets"),
         "events_per_file": (events / files).where(files > 0),
-        "baseramcount": _number(tasks, "baseramcount"),
-        "basewalltime": _number(tasks, "basewalltime"),
-        "preset_cpuefficiency": _number(tasks, "cpuefficiency"),
+        "baseramcount": at_submission("baseramcount"),
+        "basewalltime": at_submission("basewalltime"),
+        "preset_cpuefficiency": at_submission("cpuefficiency"),
     }, index=tasks.index)
     out = out.join(release(_text(tasks, "transhome"), _text(tasks, "transuses")))
     tokens = taskname_tokens(_text(tasks, "taskname"))

@@ -6,6 +6,7 @@ value becomes "others" or missing, never an error (new kinds of task appear all 
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -103,3 +104,29 @@ def taskname_tokens(taskname: pd.Series) -> pd.DataFrame:
         found = tags.str.findall(rf"(?:^|_)({letter}\d+)")
         out[f"{letter}_tag"] = found.str[-1].astype("string")
     return out
+
+
+# Values a task was submitted with, kept in its parameter map (JEDI_TaskParams.taskParams) while its jedi_tasks
+# row may change afterwards: the jedi_tasks column each stands for, and its key in the map.
+SUBMITTED_KEYS = {"corecount": "coreCount", "baseramcount": "baseRamCount", "basewalltime": "baseWalltime",
+                  "cpuefficiency": "cpuEfficiency"}
+
+
+def submitted_values(task_params: pd.Series) -> pd.DataFrame:
+    """Per task, the SUBMITTED_KEYS values of its parameter map (JSON text or an already parsed dict), by
+    their jedi_tasks names; NaN where there is no map, it is not JSON, or the key is missing or not a number."""
+    def parsed(value) -> dict:
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, str):
+            try:
+                found = json.loads(value)
+            except ValueError:
+                return {}
+            return found if isinstance(found, dict) else {}
+        return {}
+
+    maps = [parsed(value) for value in task_params.tolist()]
+    return pd.DataFrame({column: pd.to_numeric(pd.Series([m.get(key) for m in maps], index=task_params.index,
+                                                         dtype=object), errors="coerce").astype("float64")
+                         for column, key in SUBMITTED_KEYS.items()}, index=task_params.index)

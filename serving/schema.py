@@ -1,8 +1,8 @@
 """The request and response of POST /predict, in PanDA's own field names and units.
 
-A task is a `jedi_tasks` row as JEDI knows it at submission (lower-case names), plus its input totals —
-or a bigpanda-style `datasets` list from which they are summed. Fields beyond these are accepted and
-ignored, so a whole jedi_tasks row can be sent as it is.
+A task is a `jedi_tasks` row as JEDI knows it at submission (lower-case names), plus its input totals (or a
+bigpanda-style `datasets` list from which they are summed) and, optionally, its task parameter map. Fields
+beyond these are accepted and ignored, so a whole jedi_tasks row can be sent as it is.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class TaskSpec(BaseModel):
     total_nevents: NonNegativeInt | None = None
     n_input_datasets: NonNegativeInt | None = None
     datasets: list[Dataset] | None = None
+    # The task parameter map as JEDI keeps it (JEDI_TaskParams.taskParams: an object, or its JSON text): its
+    # coreCount, baseRamCount, baseWalltime and cpuEfficiency are what the task was submitted with, and win.
+    taskparams: dict | str | None = None
 
     @model_validator(mode="after")
     def input_totals(self) -> TaskSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -44,6 +45,12 @@ class ArchiveBuilder:
                "taskname": f"mc16_13TeV.361107.PowhegPythia8_Zmumu.simul.HITS.e3601_s{jeditaskid}", **values}
         with self.engine.begin() as conn:
             conn.execute(self.schema.jedi_tasks.insert(), [row])
+
+    def task_params(self, jeditaskid: int, **params) -> None:
+        """The task's parameter map as submitted (JEDI's key names), in jedi_taskparams."""
+        with self.engine.begin() as conn:
+            conn.execute(self.schema.jedi_taskparams.insert(), [{"jeditaskid": jeditaskid,
+                                                                  "taskparams": json.dumps(params)}])
 
     def dataset(self, jeditaskid: int, datasetid: int, type_: str, nfiles: int, nevents: int) -> None:
         with self.engine.begin() as conn:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from archive import extract as extract_module
 from archive.sources import ArchiveSchemaError
 from archive.stages import open_source, run_extract
+from features.build import submission_features
 from scoutless.params import ArchiveParams, Params, load_params
 from tests.archive_builder import T0, ArchiveBuilder
 
@@ -147,6 +148,31 @@ def test_missing_column_is_named(project):
         run_extract(params_for(project, url), progress=False)
 
 
+def test_features_take_the_values_a_task_was_submitted_with(archive, project):
+    """Task 1's row was changed after submission (other cores, efficiency, base walltime and memory): its
+    parameter map in jedi_taskparams keeps what it was submitted with, and that is what features and the
+    job measurements use; task 3 has no map and keeps its row's values."""
+    builder, params = archive
+    fill(builder)
+    builder.task_params(1, taskName="t1", coreCount=8, cpuEfficiency=80, baseWalltime=300, baseRamCount=1000)
+    tasks = builder.schema.jedi_tasks
+    with builder.engine.begin() as conn:
+        conn.execute(tasks.update().where(tasks.c.jeditaskid == 1).values(
+            corecount=4, cpuefficiency=95, basewalltime=900, baseramcount=0))
+
+    run_extract(params, progress=False)
+
+    raw = read(params, "tasks").set_index("jeditaskid")
+    assert raw.loc[1, "corecount"] == 4                       # the row as it is now, kept as it is
+    features = submission_features(raw)
+    assert features.loc[1, ["corecount", "preset_cpuefficiency", "basewalltime", "baseramcount"]].tolist() == [
+        8, 80, 300, 1000]
+    assert features.loc[3, "corecount"] == 1 and features.loc[3, "preset_cpuefficiency"] == 90
+    jobs = read(params, "jobs")
+    assert jobs.loc[jobs.jeditaskid == 1, "ram_mb_per_core"].tolist() == pytest.approx([1000 - 1000 / 8,
+                                                                                      2000 - 1000 / 8])
+
+
 NEVER_USED = {"jedi_tasks": ("site", "nucleus", "resource_type", "splitrule", "diskio"),
               "jobs": ("piloterrorcode", "computingsite")}
 
@@ -247,3 +273,27 @@ def test_bigpanda_json_dump_gives_the_same_labels(project):
 
     assert summary.rejected_read == 1  # the task without an id, kept aside
     pd.testing.assert_frame_equal(read(json_params, "labels"), read(sql_params, "labels"), check_dtype=False)
+
+
+@pytest.mark.parametrize("task_params", [True, False], ids=["with jedi_taskparams", "without"])
+def test_every_statement_compiles_for_oracle(task_params):
+    """No Oracle server here: every statement extraction sends, with PanDA's Oracle schemas and with the
+    optional columns read as NULL, compiles for the Oracle dialect."""
+    from datetime import datetime
+
+    from archive.schema import panda_schema
+    from archive.sources import OPTIONAL_COLUMNS, SqlSource
+
+    schema = panda_schema("ATLAS_PANDA", "ATLAS_PANDAARCH")
+    engine = sa.create_mock_engine("oracle://", lambda *args, **kwargs: None)
+    source = SqlSource(engine, schema, ("jobsarchived4", "jobsarchived"), task_params=task_params,
+                       absent={schema.jedi_tasks.fullname: OPTIONAL_COLUMNS["jedi_tasks"],
+                               schema.jobsarchived.fullname: OPTIONAL_COLUMNS["jobs"]})
+    statements = source.statements(20_000_000, 20_001_000, datetime(2025, 1, 1))
+    assert set(statements) == {"fingerprint", "changed", "tasks", "jobs from jobsarchived4", "jobs from jobsarchived"}
+    for name, statement in statements.items():
+        sql = str(statement.compile(dialect=engine.dialect))
+        assert '"ATLAS_PANDA".jedi_tasks' in sql, name
+    tasks_sql = str(statements["tasks"].compile(dialect=engine.dialect))
+    assert ("jedi_taskparams" in tasks_sql) == task_params and "CAST(NULL AS VARCHAR" in tasks_sql
+    assert '"ATLAS_PANDAARCH".jobsarchived' in str(statements["jobs from jobsarchived"].compile(dialect=engine.dialect))

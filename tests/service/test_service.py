@@ -93,6 +93,25 @@ def test_the_asgi_app_answers_the_readme_example(client):
     assert client.get("/metadata/").json()["targets"]["ramcount"]["unit"] == "MBPerCore"
 
 
+def test_the_values_of_a_parameter_map_are_those_the_task_was_submitted_with(client):
+    """A row changed after submission, sent with its parameter map (an object or its JSON text), gets the
+    answer of the row as submitted; without the map it would not."""
+    submitted = EXAMPLE["tasks"][0]
+    changed = {**submitted, "corecount": 8, "cpuefficiency": 40, "basewalltime": 3000, "baseramcount": 2000}
+    parameter_map = {"coreCount": submitted["corecount"], "cpuEfficiency": submitted["cpuefficiency"],
+                     "baseWalltime": submitted["basewalltime"], "baseRamCount": submitted["baseramcount"]}
+
+    def answer(task: dict) -> dict:
+        response = client.post("/predict", json={"tasks": [task]})
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]
+
+    expected = answer(submitted)
+    assert answer({**changed, "taskparams": parameter_map}) == expected
+    assert answer({**changed, "taskparams": json.dumps(parameter_map)}) == expected
+    assert answer(changed)["cpuefficiency"]["request"] == 40 != expected["cpuefficiency"]["request"]
+
+
 @pytest.mark.parametrize(("body", "status", "words"), BAD_INPUTS, ids=range(len(BAD_INPUTS)))
 def test_the_asgi_app_refuses_bad_input_naming_the_field(client, body, status, words):
     response = client.post("/predict", content=body, headers={"content-type": "application/json"})

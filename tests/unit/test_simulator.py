@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import astuple
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from archive.simulator import (
     MANAGED_KINDS,
     SHAPE_RATE,
     SHAPE_SCALE,
+    TASK_PARAMETER_KEYS,
     USER_KINDS,
     USER_SHARE_RANGE,
     ArchiveNotEmptyError,
@@ -34,7 +36,7 @@ from scoutless.params import JediParams, SimulateParams, WindowParams
 JEDI = JediParams()
 PARAMS = SimulateParams(tasks=300, seed=7, start=date(2024, 1, 1), days=180, junk_fraction=0.08)
 OOM_PILOT_CODES = (1212, 1223, 1235)     # PAYLOADOUTOFMEMORY, BADALLOC, PAYLOADEXCEEDMAXMEM
-KEYS = {"jedi_tasks": ["jeditaskid"], "jedi_datasets": ["jeditaskid", "datasetid"],
+KEYS = {"jedi_tasks": ["jeditaskid"], "jedi_taskparams": ["jeditaskid"], "jedi_datasets": ["jeditaskid", "datasetid"],
         "jobsarchived4": ["pandaid"], "jobsarchived": ["pandaid"]}
 
 
@@ -164,7 +166,8 @@ def test_task_values_are_what_jedi_computes_from_the_scouts(clean):
     tasks = tables["jedi_tasks"].set_index("jeditaskid")
     jobs = jobs_of(tables)
     scouts = jobs[(jobs["jobstatus"] == "finished") & jobs["maxwalltime"].isna()]     # scouts get no limit
-    scouts = scouts.join(tasks[list(jedi_formulas.TASK_PRESET_COLUMNS)], on="jeditaskid")
+    # the presets JEDI saw while scouting: the submitted ones (some rows were changed afterwards)
+    scouts = scouts.join(submitted_values(tables)[list(jedi_formulas.TASK_PRESET_COLUMNS)], on="jeditaskid")
     expected = jedi_formulas.to_task_columns(
         jedi_formulas.task_values(jedi_formulas.job_measurements(scouts, JEDI), JEDI))
     scouted = tasks[tasks["splitrule"].str.contains("US=3")].join(expected, rsuffix="_jedi", how="inner")
@@ -175,6 +178,29 @@ def test_task_values_are_what_jedi_computes_from_the_scouts(clean):
     cpu = ~scouted["cputimeunit"].str.endswith("Fixed") & scouted["cputime_jedi"].notna()
     assert (scouted.loc[cpu, "cputime"] == scouted.loc[cpu, "cputime_jedi"]).all()
     assert (scouted.loc[cpu, "cputimeunit"] == scouted.loc[cpu, "cputimeunit_jedi"]).all()
+
+
+def submitted_values(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The parameter maps' values under their jedi_tasks names, indexed by jeditaskid."""
+    maps = tables["jedi_taskparams"].set_index("jeditaskid")["taskparams"].map(json.loads)
+    return pd.DataFrame([{column: m.get(key) for column, key in TASK_PARAMETER_KEYS.items()} for m in maps],
+                        index=maps.index).astype({"corecount": float, "baseramcount": float, "basewalltime": float,
+                                                  "cpuefficiency": float})
+
+
+def test_the_parameter_maps_keep_what_was_submitted_when_rows_change(clean):
+    tables = clean[1]
+    tasks = tables["jedi_tasks"].set_index("jeditaskid")
+    submitted = submitted_values(tables)
+    assert submitted.index.equals(tasks.index)
+    assert (submitted["taskname"] == tasks["taskname"]).all() and (submitted["username"] == tasks["username"]).all()
+    changed = submitted["corecount"].ne(tasks["corecount"].astype(float))
+    assert 0.02 < changed.mean() < 0.1                      # EDITED_SHARE of the rows, give or take
+    # the jobs of a changed task ran with the cores it was submitted with, not those of its row now
+    jobs = jobs_of(tables)
+    finished = jobs[(jobs["jobstatus"] == "finished") & jobs["jeditaskid"].isin(changed.index[changed])]
+    typical = finished.groupby("jeditaskid")["corecount"].median()
+    assert (typical == submitted.loc[typical.index, "corecount"]).mean() > 0.9
 
 
 def test_realistic_spread_between_kinds_of_task(clean):
@@ -207,7 +233,7 @@ def test_refuses_to_write_into_a_table_with_rows(tmp_path):
 # ---------------------------------------------------------------------------------------------- world seeds
 # sha256 over the tables of the `archive` fixture, from the simulator before world seeds existed: without a
 # world seed every draw must stay where it was (the embedded archive's DVC hash depends on it).
-REFERENCE_FINGERPRINT = "7f81b0ff504695005bf86869e07cfc92fa88f2c3a7b5c7ec573e0517881dd643"
+REFERENCE_FINGERPRINT = "b3782ffe69f71effa58c502db7f57924b280d94e2a13fab73caf7876ab3a58f4"
 
 
 def fingerprint(tables: dict[str, pd.DataFrame]) -> str:
