@@ -66,9 +66,9 @@ def pytest_report_header(config) -> list[str]:
     lines = []
     for env in DEFAULT_SERVERS:
         url, how = _server_url_or_reason(env)
-        engine = sa.engine.make_url(DEFAULT_SERVERS[env]).get_backend_name()
-        lines.append(f"{engine} tests: " + (f"{sa.engine.make_url(url).render_as_string()} ({how})" if url
-                                            else f"skipped, {how}"))
+        backend = sa.engine.make_url(DEFAULT_SERVERS[env]).get_backend_name()
+        lines.append(f"{backend} tests: " + (f"{sa.engine.make_url(url).render_as_string()} ({how})" if url
+                                             else f"skipped, {how}"))
     return lines
 
 

@@ -16,6 +16,13 @@ def pytest_sessionstart(session) -> None:
     os.environ[SESSION_MARK] = f"{os.getpid()}-{uuid.uuid4().hex}"
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _left_behind() -> list[psutil.Process]:
     mark, me = os.environ.get(SESSION_MARK), os.getpid()
     found = []
@@ -23,7 +30,7 @@ def _left_behind() -> list[psutil.Process]:
         if process.pid == me:
             continue
         try:
-            if process.environ().get(SESSION_MARK) == mark and process.status() != psutil.STATUS_ZOMBIE:
+            if process.environ().get(SESSION_MARK) == mark and _alive(process):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -32,13 +39,12 @@ def _left_behind() -> list[psutil.Process]:
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     """Fail the run when a test left a process running (it is killed, and named)."""
-    if SESSION_MARK not in os.environ or hasattr(session.config, "workerinput"):
+    if SESSION_MARK not in os.environ:
         return
     left = _left_behind()
-    if not left:
-        return
-    psutil.wait_procs(left, timeout=5)   # one still stopping gets a moment
-    left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    if left:
+        psutil.wait_procs(left, timeout=5)   # one still stopping gets a moment
+    left = [process for process in left if _alive(process)]
     if not left:
         return
     names = []
