@@ -177,9 +177,7 @@ def extract_chunk(
     jobs = jobs[jobs["jeditaskid"].isin(tasks["jeditaskid"])]
 
     # JEDI measured the jobs with the presets the task was submitted with, whatever its row says now
-    if "taskparams" not in tasks:   # a source without parameter maps (bigpanda dumps)
-        tasks["taskparams"] = pd.Series(pd.NA, index=tasks.index, dtype="string")
-    submitted = submitted_values(tasks["taskparams"]).set_axis(tasks["jeditaskid"])
+    submitted = submitted_values(tasks).set_axis(tasks["jeditaskid"])
     submitted = submitted[~submitted.index.duplicated()]
     for column in TASK_PRESET_COLUMNS:
         jobs[column] = jobs["jeditaskid"].map(submitted[column]).fillna(jobs[column])

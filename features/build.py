@@ -44,8 +44,7 @@ def submission_features(tasks: pd.DataFrame) -> pd.DataFrame:
     """Features of each task from its own fields only (no history). Missing fields give missing
     features, never an error: the service calls this on whatever a client sends. A value the task's
     parameter map (`taskparams`) holds is the one it was submitted with, and wins over its row's."""
-    maps = tasks["taskparams"] if "taskparams" in tasks else pd.Series(None, index=tasks.index, dtype=object)
-    submitted = submitted_values(maps)
+    submitted = submitted_values(tasks)
 
     def at_submission(column: str) -> pd.Series:
         return submitted[column].fillna(_number(tasks, column))

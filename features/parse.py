@@ -112,9 +112,10 @@ SUBMITTED_KEYS = {"corecount": "coreCount", "baseramcount": "baseRamCount", "bas
                   "cpuefficiency": "cpuEfficiency"}
 
 
-def submitted_values(task_params: pd.Series) -> pd.DataFrame:
-    """Per task, the SUBMITTED_KEYS values of its parameter map (JSON text or an already parsed dict), by
-    their jedi_tasks names; NaN where there is no map, it is not JSON, or the key is missing or not a number."""
+def submitted_values(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Per task, the SUBMITTED_KEYS values of its parameter map (`taskparams`: JSON text or an already parsed
+    dict), by their jedi_tasks names; NaN where there is no map (or no such column), it is not JSON, or the key
+    is missing or not a number."""
     def parsed(value) -> dict:
         if isinstance(value, dict):
             return value
@@ -126,7 +127,7 @@ def submitted_values(task_params: pd.Series) -> pd.DataFrame:
             return found if isinstance(found, dict) else {}
         return {}
 
-    maps = [parsed(value) for value in task_params.tolist()]
-    return pd.DataFrame({column: pd.to_numeric(pd.Series([m.get(key) for m in maps], index=task_params.index,
+    maps = [parsed(value) for value in tasks["taskparams"].tolist()] if "taskparams" in tasks else [{}] * len(tasks)
+    return pd.DataFrame({column: pd.to_numeric(pd.Series([m.get(key) for m in maps], index=tasks.index,
                                                          dtype=object), errors="coerce").astype("float64")
-                         for column, key in SUBMITTED_KEYS.items()}, index=task_params.index)
+                         for column, key in SUBMITTED_KEYS.items()}, index=tasks.index)

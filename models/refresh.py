@@ -21,10 +21,8 @@ from __future__ import annotations
 import pandas as pd
 
 from features.history_artifact import CALIBRATION_FILE, INFO_FILE, snapshot_as_of
-from models.candidates import Candidate
-from models.layout import MODEL_DIR, SNAPSHOT_FILE, read_promotion
+from models.layout import SNAPSHOT_FILE, load_promoted
 from models.protocol import LABELS_KNOWN_AT, calibration_rows, pipeline_now
-from models.targets import TARGETS
 from scoutless.params import Params
 from scoutless.paths import build_dir, replace_dir, resolve, write_json
 
@@ -33,12 +31,8 @@ def recalibrated(params: Params, features: pd.DataFrame, jobs: pd.DataFrame, as_
     """Per promoted target whose model calibrates: its version and its offsets (quantiles, request) from the
     labels known by `as_of`."""
     out = {}
-    for target in params.targets:
-        folder = resolve(params.paths.promoted) / target
-        info = read_promotion(folder)
-        if info is None:
-            continue
-        candidate = Candidate.load(folder / MODEL_DIR, TARGETS[target])
+    for promoted in load_promoted(resolve(params.paths.promoted), list(params.targets)):
+        target, info, candidate = promoted.target, promoted.info, promoted.candidate
         rows = calibration_rows(features, target, pd.Timestamp(info["data_window"]["labels_known_by"]), as_of)
         pool = candidate.calibration_pool(rows, rows[f"label_{target}"].to_numpy(dtype="float64"))
         job_pool = candidate.job_pool(rows, jobs)

@@ -167,7 +167,7 @@ def test_task_values_are_what_jedi_computes_from_the_scouts(clean):
     jobs = jobs_of(tables)
     scouts = jobs[(jobs["jobstatus"] == "finished") & jobs["maxwalltime"].isna()]     # scouts get no limit
     # the presets JEDI saw while scouting: the submitted ones (some rows were changed afterwards)
-    scouts = scouts.join(submitted_values(tables)[list(jedi_formulas.TASK_PRESET_COLUMNS)], on="jeditaskid")
+    scouts = scouts.join(parameter_maps(tables)[list(jedi_formulas.TASK_PRESET_COLUMNS)], on="jeditaskid")
     expected = jedi_formulas.to_task_columns(
         jedi_formulas.task_values(jedi_formulas.job_measurements(scouts, JEDI), JEDI))
     scouted = tasks[tasks["splitrule"].str.contains("US=3")].join(expected, rsuffix="_jedi", how="inner")
@@ -180,7 +180,7 @@ def test_task_values_are_what_jedi_computes_from_the_scouts(clean):
     assert (scouted.loc[cpu, "cputimeunit"] == scouted.loc[cpu, "cputimeunit_jedi"]).all()
 
 
-def submitted_values(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def parameter_maps(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The parameter maps' values under their jedi_tasks names, indexed by jeditaskid."""
     maps = tables["jedi_taskparams"].set_index("jeditaskid")["taskparams"].map(json.loads)
     return pd.DataFrame([{column: m.get(key) for column, key in TASK_PARAMETER_KEYS.items()} for m in maps],
@@ -191,7 +191,7 @@ def submitted_values(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def test_the_parameter_maps_keep_what_was_submitted_when_rows_change(clean):
     tables = clean[1]
     tasks = tables["jedi_tasks"].set_index("jeditaskid")
-    submitted = submitted_values(tables)
+    submitted = parameter_maps(tables)
     assert submitted.index.equals(tasks.index)
     assert (submitted["taskname"] == tasks["taskname"]).all() and (submitted["username"] == tasks["username"]).all()
     changed = submitted["corecount"].ne(tasks["corecount"].astype(float))
