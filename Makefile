@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt --config-settings editable_mode=compat -e ".[dev,mysql]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,mysql]"
 	touch $@
 
 run: install
@@ -47,7 +47,7 @@ lock:
 	rm -rf $(VENV).lock && $(PYTHON) -m venv $(VENV).lock
 	$(VENV).lock/bin/python -m pip install --quiet --upgrade pip
 	$(VENV).lock/bin/python -m pip install --quiet ".[dev,oracle,mysql]"
-	{ sed -n '1,2p' constraints.txt; $(VENV).lock/bin/python -m pip freeze --exclude scoutless; } > constraints.txt.new
+	{ sed -n '1,2p' constraints.txt; $(VENV).lock/bin/python -m pip freeze --all --exclude scoutless --exclude pip; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf $(VENV).lock
 
 clean:

@@ -1,1 +1,1 @@
-"""The PanDA archive: its schema, extraction into Parquet, and a simulator of it."""
+"""The PanDA archive as scoutless reads it: its schema, its sources and extraction into Parquet."""

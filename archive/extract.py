@@ -38,9 +38,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from archive.jedi_formulas import TASK_PRESET_COLUMNS, job_measurements, normalised_scout_values, task_values
-from archive.sources import Source
-from features.parse import submitted_values
+from scoutless.archive.jedi_formulas import TASK_PRESET_COLUMNS, job_measurements, normalised_scout_values, task_values
+from scoutless.archive.sources import Source
+from scoutless.features.parse import submitted_values
 from scoutless.params import ExtractParams, Params
 from scoutless.paths import atomic_path, write_json
 from scoutless.progress import progress_bar

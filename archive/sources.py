@@ -22,8 +22,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import case, func, select
 
-from archive.jedi_formulas import JOB_COLUMNS, TASK_PRESET_COLUMNS
-from archive.schema import JOB_TABLES, PandaSchema
+from scoutless.archive.jedi_formulas import JOB_COLUMNS, TASK_PRESET_COLUMNS
+from scoutless.archive.schema import JOB_TABLES, PandaSchema
 
 log = logging.getLogger(__name__)
 

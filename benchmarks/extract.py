@@ -39,7 +39,7 @@ def _params(url: str, schema: str | None, archive_schema: str | None, chunk_task
 
 def ensure_archives(tasks: int, seed: int, postgres_url: str | None) -> dict[str, tuple]:
     """Archives to measure: {backend: (url, schema, archive_schema)}, simulated when missing."""
-    from archive.stages import run_simulate
+    from scoutless.simulator.stage import run_simulate
 
     archives = {}
     CACHE.mkdir(exist_ok=True)
@@ -69,8 +69,8 @@ def ensure_archives(tasks: int, seed: int, postgres_url: str | None) -> dict[str
 
 def measure(method: str, url: str, schema: str | None, archive_schema: str | None) -> dict:
     """One extraction of the whole archive by `method`, in this process."""
-    from archive.extract import extract
-    from archive.stages import open_source
+    from scoutless.archive.extract import extract
+    from scoutless.archive.stages import open_source
 
     naive = method == "naive"
     params = _params(url, schema, archive_schema, chunk_tasks=10**12 if naive else None)

@@ -43,7 +43,7 @@ def replicated(size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def measure(size: int) -> dict:
-    from features.build import build_features
+    from scoutless.features.build import build_features
     from scoutless.params import load_params
 
     params = load_params(REPO / "params.yaml")

@@ -87,8 +87,8 @@ def concurrent_throughput(url: str, clients: int, seconds: float) -> dict:
 def in_process(batch: list[dict], repeat: int) -> tuple[list[float], list[float]]:
     from scoutless.params import load_params
     from scoutless.paths import resolve
-    from serving.predictor import Predictor
-    from serving.schema import TaskSpec
+    from scoutless.serving.predictor import Predictor
+    from scoutless.serving.schema import TaskSpec
 
     params = load_params(REPO / "params.yaml")
     predictor = Predictor.from_promoted(resolve(params.paths.promoted, REPO), list(params.targets))

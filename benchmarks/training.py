@@ -37,8 +37,8 @@ def features_of_size(size: int) -> pd.DataFrame:
 
 
 def measure(size: int) -> dict:
-    from models.protocol import DAY, pipeline_now
-    from models.train import train_target
+    from scoutless.models.protocol import DAY, pipeline_now
+    from scoutless.models.train import train_target
     from scoutless.params import load_params
 
     params = load_params(REPO / "params.yaml")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.history import history_feature_names, history_features, history_table
-from features.parse import framework, processing_type, release, submitted_values, taskname_tokens
+from scoutless.features.history import history_feature_names, history_features, history_table
+from scoutless.features.parse import framework, processing_type, release, submitted_values, taskname_tokens
 
 CATEGORICAL_FEATURES = (
     "prodsourcelabel", "processing_type", "framework", "transpath", "release", "campaign", "workinggroup",

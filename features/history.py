@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.parse import release_series_frame
+from scoutless.features.parse import release_series_frame
 
 # group name -> the columns (of the submission features) that define "the same kind of task"
 HISTORY_GROUPS: dict[str, tuple[str, ...]] = {

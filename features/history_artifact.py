@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.history import snapshot
+from scoutless.features.history import snapshot
 
 INFO_FILE = "history.json"
 CALIBRATION_FILE = "calibration.json"

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from features.build import build_features, feature_columns
+from scoutless.features.build import build_features, feature_columns
 from scoutless.params import Params
 from scoutless.paths import resolve, write_parquet
-from validation.report import write_html_report
-from validation.suites import features_suite
-from validation.validate import enforce, split_bad_rows, validate_table
+from scoutless.validation.report import write_html_report
+from scoutless.validation.suites import features_suite
+from scoutless.validation.validate import enforce, split_bad_rows, validate_table
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ retries on archive reads, logs, artifacts and schedules.
 import logging
 import os
 
-# The stages log through their packages' loggers; Prefect ships these to the run's logs too, from INFO up.
-STAGE_LOGGERS = "archive,validation,features,models,monitoring,serving,scoutless"
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", STAGE_LOGGERS)
-for name in STAGE_LOGGERS.split(","):
-    logging.getLogger(name).setLevel(logging.INFO)
+# The stages log through the loggers of their modules, all under `scoutless`; Prefect ships these to the
+# run's logs too, from INFO up.
+STAGE_LOGGER = "scoutless"
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", STAGE_LOGGER)
+logging.getLogger(STAGE_LOGGER).setLevel(logging.INFO)

@@ -12,7 +12,7 @@ import os
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
 
-from flows.pipeline import drift_check_flow, pipeline_flow
+from scoutless.flows.pipeline import drift_check_flow, pipeline_flow
 from scoutless.params import Params, project_dir
 
 RETRAIN_DEPLOYMENT = "nightly-retrain"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from flows.stages import (
+from scoutless.flows.stages import (
     backtest_flow,
     check_archive_flow,
     extract_flow,

@@ -22,7 +22,7 @@ def stage_params(archive: str | None = None) -> Params:
 
 def _retry_on_connection_loss(task, task_run, state) -> bool:
     """Retry the extraction only when the archive connection failed, not on a schema or data error."""
-    from archive.extract import connection_lost
+    from scoutless.archive.extract import connection_lost
 
     try:
         state.result()
@@ -43,7 +43,7 @@ def _markdown_table(header: list[str], rows: list[list]) -> str:
 
 @task
 def check_archive_task(archive: str | None) -> dict:
-    from archive.stages import run_check_archive
+    from scoutless.archive.check import run_check_archive
 
     return run_check_archive(stage_params(archive))
 
@@ -59,7 +59,7 @@ def check_archive_flow(archive: str | None = None) -> dict:
 @task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.5,
       retry_condition_fn=_retry_on_connection_loss)
 def extract_task(archive: str | None, full: bool) -> dict:
-    from archive.stages import run_extract
+    from scoutless.archive.stages import run_extract
 
     return asdict(run_extract(stage_params(archive), full=full, progress=False))
 
@@ -78,7 +78,7 @@ def extract_flow(archive: str | None = None, full: bool = False) -> dict:
 
 @task
 def validate_task() -> dict:
-    from validation.validate import run_validate
+    from scoutless.validation.validate import run_validate
 
     return asdict(run_validate(stage_params()))
 
@@ -96,7 +96,7 @@ def validate_flow() -> dict:
 
 @task
 def features_task() -> dict:
-    from features.stage import run_features
+    from scoutless.features.stage import run_features
 
     return asdict(run_features(stage_params()))
 
@@ -109,7 +109,7 @@ def features_flow() -> dict:
 
 @task
 def train_task(target: str) -> dict:
-    from models.train import run_train
+    from scoutless.models.train import run_train
 
     return run_train(stage_params(), target)
 
@@ -133,7 +133,7 @@ def train_flow(targets: list[str] | None = None) -> dict:
 
 @task
 def select_task() -> dict:
-    from models.select import run_select
+    from scoutless.models.select import run_select
 
     return run_select(stage_params())
 
@@ -150,7 +150,7 @@ def select_flow() -> dict:
 
 @task
 def monitor_task() -> dict:
-    from monitoring.monitor import run_monitor
+    from scoutless.monitoring.monitor import run_monitor
 
     return run_monitor(stage_params())
 
@@ -177,7 +177,7 @@ def monitor_flow() -> dict:
 
 @task
 def package_task() -> dict:
-    from serving.stage import run_package
+    from scoutless.serving.stage import run_package
 
     return run_package(stage_params())
 
@@ -194,7 +194,7 @@ def package_flow() -> dict:
 
 @task
 def history_task() -> dict:
-    from models.refresh import write_history
+    from scoutless.models.refresh import write_history
 
     return write_history(stage_params())
 
@@ -208,7 +208,7 @@ def history_flow() -> dict:
 
 @task
 def backtest_task() -> dict:
-    from models.backtest import run_backtest
+    from scoutless.models.backtest import run_backtest
 
     return run_backtest(stage_params())
 

@@ -24,12 +24,12 @@ import math
 
 import pandas as pd
 
-from models.metrics import QUANTILE_COLUMNS
-from models.protocol import DAY, Windows, pipeline_now
-from models.requests import reference_vs_hindsight, walltime_exceeded_share
-from models.select import choose_winner
-from models.targets import TARGETS
-from models.train import by_task, load_training_data, score, train_target
+from scoutless.models.metrics import QUANTILE_COLUMNS
+from scoutless.models.protocol import DAY, Windows, pipeline_now
+from scoutless.models.requests import reference_vs_hindsight, walltime_exceeded_share
+from scoutless.models.select import choose_winner
+from scoutless.models.targets import TARGETS
+from scoutless.models.train import by_task, load_training_data, score, train_target
 from scoutless.params import Params
 from scoutless.paths import atomic_path, resolve, write_json, write_parquet
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from models.metrics import QUANTILES
-from models.protocol import LABELS_KNOWN_AT
+from scoutless.models.metrics import QUANTILES
+from scoutless.models.protocol import LABELS_KNOWN_AT
 
 
 def weighted_conformal_quantile(scores: np.ndarray, weights: np.ndarray, q: float) -> float:

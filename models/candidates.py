@@ -25,13 +25,13 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from features.history import group_key
-from models.calibration import CalibrationPool, ConformalOffsets
-from models.encoding import CategoryEncoder
-from models.metrics import QUANTILE_COLUMNS, QUANTILES
-from models.protocol import interleaved_halves
-from models.requests import efficiency_request, job_pool
-from models.targets import TargetSpec
+from scoutless.features.history import group_key
+from scoutless.models.calibration import CalibrationPool, ConformalOffsets
+from scoutless.models.encoding import CategoryEncoder
+from scoutless.models.metrics import QUANTILE_COLUMNS, QUANTILES
+from scoutless.models.protocol import interleaved_halves
+from scoutless.models.requests import efficiency_request, job_pool
+from scoutless.models.targets import TargetSpec
 
 PAPER_CATEGORICAL = ["prodsourcelabel", "processing_type", "framework", "corecount_class"]
 PAPER_NUMERIC = ["total_nfiles", "total_nevents", "n_input_datasets"]

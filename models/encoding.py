@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.parse import release_series
+from scoutless.features.parse import release_series
 
 OTHER = "__other__"
 # Columns whose values are releases, placed by series and number when they have no code of their own.

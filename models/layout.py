@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from models.candidates import Candidate
+    from scoutless.models.candidates import Candidate
 
 MODEL_DIR = "model"
 PROMOTION_FILE = "promotion.json"
@@ -31,8 +31,8 @@ class Promoted:
 
 def load_promoted(root: Path, targets: list[str]) -> list[Promoted]:
     """The promoted model of each of `targets` that has one under `root`."""
-    from models.candidates import Candidate
-    from models.targets import TARGETS
+    from scoutless.models.candidates import Candidate
+    from scoutless.models.targets import TARGETS
 
     out = []
     for target in targets:

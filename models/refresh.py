@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features.history_artifact import CALIBRATION_FILE, INFO_FILE, snapshot_as_of
-from models.layout import SNAPSHOT_FILE, load_promoted
-from models.protocol import LABELS_KNOWN_AT, calibration_rows, pipeline_now
+from scoutless.features.history_artifact import CALIBRATION_FILE, INFO_FILE, snapshot_as_of
+from scoutless.models.layout import SNAPSHOT_FILE, load_promoted
+from scoutless.models.protocol import LABELS_KNOWN_AT, calibration_rows, pipeline_now
 from scoutless.params import Params
 from scoutless.paths import build_dir, replace_dir, resolve, write_json
 

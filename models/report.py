@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.metrics import QUANTILE_COLUMNS, QUANTILES
+from scoutless.models.metrics import QUANTILE_COLUMNS, QUANTILES
 from scoutless.paths import atomic_path
 
 PLOT_NAMES = ("predicted_vs_actual", "calibration", "residuals_by_processing_type")

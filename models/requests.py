@@ -29,9 +29,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.calibration import CalibrationPool
-from models.metrics import hindsight_slack, job_outcomes, job_slack
-from models.targets import TargetSpec
+from scoutless.models.calibration import CalibrationPool
+from scoutless.models.metrics import hindsight_slack, job_outcomes, job_slack
+from scoutless.models.targets import TargetSpec
 
 EFFICIENCY_PRESET = "preset_cpuefficiency"   # the feature holding the task's submitted cpuefficiency
 

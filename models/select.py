@@ -23,14 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import feature_columns
-from features.history_artifact import snapshot_as_of
-from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE, read_promotion
-from models.metrics import QUANTILE_COLUMNS
-from models.protocol import DAY, Windows, as_of_view, pipeline_now
-from models.report import leaderboard, model_card, write_plots
-from models.targets import TARGETS
-from models.train import by_task, fit_as_of, load_training_data, predict_test, score
+from scoutless.features.build import feature_columns
+from scoutless.features.history_artifact import snapshot_as_of
+from scoutless.models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE, read_promotion
+from scoutless.models.metrics import QUANTILE_COLUMNS
+from scoutless.models.protocol import DAY, Windows, as_of_view, pipeline_now
+from scoutless.models.report import leaderboard, model_card, write_plots
+from scoutless.models.targets import TARGETS
+from scoutless.models.train import by_task, fit_as_of, load_training_data, predict_test, score
 from scoutless.params import Params
 from scoutless.paths import atomic_path, build_dir, replace_dir, resolve, write_json
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from features.history import history_feature_names
-from models.candidates import CANDIDATES, Candidate
-from models.metrics import QUANTILE_COLUMNS, evaluate
-from models.protocol import DAY, Windows, as_of_view, calibration_rows, pipeline_now
-from models.targets import TARGETS, TargetSpec
+from scoutless.features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from scoutless.features.history import history_feature_names
+from scoutless.models.candidates import CANDIDATES, Candidate
+from scoutless.models.metrics import QUANTILE_COLUMNS, evaluate
+from scoutless.models.protocol import DAY, Windows, as_of_view, calibration_rows, pipeline_now
+from scoutless.models.targets import TARGETS, TargetSpec
 from scoutless.params import Params
 from scoutless.paths import build_dir, replace_dir, resolve, write_json, write_parquet
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from models.layout import Promoted, load_promoted
-from models.metrics import QUANTILE_COLUMNS, QUANTILES, quantile_losses
-from models.targets import TARGETS
-from monitoring.drift import ColumnDrift, DriftMethods, DriftResult, column_drift
-from monitoring.report import write_index
+from scoutless.features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from scoutless.models.layout import Promoted, load_promoted
+from scoutless.models.metrics import QUANTILE_COLUMNS, QUANTILES, quantile_losses
+from scoutless.models.targets import TARGETS
+from scoutless.monitoring.drift import ColumnDrift, DriftMethods, DriftResult, column_drift
+from scoutless.monitoring.report import write_index
 from scoutless.params import MonitorParams, Params
 from scoutless.paths import build_dir, replace_dir, resolve, write_json
 

@@ -81,8 +81,8 @@ def simulate(
     progress: ProgressOption = True,
 ) -> None:
     """Write a simulated PanDA archive (tasks, datasets, every job), deterministic for a seed."""
-    from archive.simulator import ArchiveNotEmptyError
-    from archive.stages import run_simulate
+    from scoutless.simulator.stage import run_simulate
+    from scoutless.simulator.world import ArchiveNotEmptyError
 
     _setup_logging()
     params = _params(archive)
@@ -102,8 +102,8 @@ def check_archive(
     """Check that the archive is there and readable (simulating the embedded default when it is missing or was
     simulated with other settings) and record what it holds in data/archive/state.json: the extract stage's
     input, so that extraction reruns exactly when the archive changed."""
-    from archive.sources import ArchiveSchemaError
-    from archive.stages import run_check_archive
+    from scoutless.archive.check import run_check_archive
+    from scoutless.archive.sources import ArchiveSchemaError
 
     _setup_logging()
     params = _params(archive)
@@ -121,8 +121,8 @@ def extract(
     progress: ProgressOption = True,
 ) -> None:
     """Read the archive into data/raw/ (incremental by modificationtime, chunked, atomic)."""
-    from archive.sources import ArchiveSchemaError
-    from archive.stages import run_extract
+    from scoutless.archive.sources import ArchiveSchemaError
+    from scoutless.archive.stages import run_extract
 
     _setup_logging()
     params = _params(archive)
@@ -133,7 +133,7 @@ def extract(
 @app.command()
 def validate() -> None:
     """Validate data/raw/ with the expectation suites: clean rows to data/validated/, bad ones quarantined."""
-    from validation.validate import DataValidationError, run_validate
+    from scoutless.validation.validate import DataValidationError, run_validate
 
     _setup_logging()
     with _exit_on(DataValidationError, 3, "validation failed: ", " (see reports/validation/index.html)"):
@@ -143,8 +143,8 @@ def validate() -> None:
 @app.command()
 def features() -> None:
     """Build submission-time and history features from data/validated/ into data/features/."""
-    from features.stage import run_features
-    from validation.validate import DataValidationError
+    from scoutless.features.stage import run_features
+    from scoutless.validation.validate import DataValidationError
 
     _setup_logging()
     with _exit_on(DataValidationError, 3, "feature validation failed: ", " (see reports/validation/features.html)"):
@@ -155,7 +155,7 @@ def features() -> None:
 def train(target: Annotated[str, typer.Option(help="The target to train (one of params.yaml targets).")]) -> None:
     """Train every candidate for one target as of the test window's start; score it on the validation and
     test windows (split in params.yaml)."""
-    from models.train import run_train
+    from scoutless.models.train import run_train
 
     _setup_logging()
     params = _params()
@@ -168,7 +168,7 @@ def train(target: Annotated[str, typer.Option(help="The target to train (one of 
 def select() -> None:
     """Choose each target's winner, pass it through the quality gate, refit it as of now and promote it;
     write the history artifact, leaderboard, cards, plots."""
-    from models.select import GateError, run_select
+    from scoutless.models.select import GateError, run_select
 
     _setup_logging()
     with _exit_on(GateError, 4, "quality gate: "):
@@ -179,7 +179,7 @@ def select() -> None:
 def backtest() -> None:
     """Replay the pipeline at several earlier origins and judge each served model on the tasks that came
     next (artifacts/backtest.json, backtest.md, backtest.png)."""
-    from models.backtest import run_backtest
+    from scoutless.models.backtest import run_backtest
 
     _setup_logging()
     with _exit_on(ValueError, 2):
@@ -195,7 +195,7 @@ def history(
     """Refresh the history snapshot and the promoted models' calibration the service reads (paths.history) from
     the newest finished tasks, without retraining; a running `scoutless serve` picks them up at its next
     request."""
-    from models.refresh import write_history
+    from scoutless.models.refresh import write_history
 
     params = _params()
     typer.echo(json.dumps(write_history(params, as_of or params.split.as_of), indent=2))
@@ -205,7 +205,7 @@ def history(
 def monitor() -> None:
     """Check drift of the newest tasks against the promoted models' training window (Evidently); write
     reports/drift/ and reports/drift.json with the retrain verdict."""
-    from monitoring.monitor import NoPromotedModelError, run_monitor
+    from scoutless.monitoring.monitor import NoPromotedModelError, run_monitor
 
     _setup_logging()
     with _exit_on(NoPromotedModelError, 2):
@@ -216,7 +216,7 @@ def monitor() -> None:
 @app.command()
 def package() -> None:
     """Register the promoted models in the project's BentoML store and build the Bento (offline)."""
-    from serving.stage import run_package
+    from scoutless.serving.stage import run_package
 
     _setup_logging()
     typer.echo(json.dumps(run_package(_params()), indent=2))
@@ -225,7 +225,7 @@ def package() -> None:
 @app.command()
 def serve(port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: serving.port).")] = None) -> None:
     """Serve the promoted models over HTTP (POST /predict, GET /metadata, /readyz) until interrupted."""
-    from serving.stage import run_serve
+    from scoutless.serving.stage import run_serve
 
     run_serve(_params(), port)
 
@@ -236,7 +236,7 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Write the predictions here (JSON) instead of printing.")] = None,
 ) -> None:
     """Predict for a file of tasks with the promoted models, through the service's code, without a server."""
-    from serving.stage import run_predict
+    from scoutless.serving.stage import run_predict
 
     with _exit_on(ValueError, 2):
         result = run_predict(_params(), tasks)
@@ -255,7 +255,7 @@ def run(
     """Run the pipeline flow once (Prefect): archive check -> extract -> validate -> features -> train -> select
     -> history -> backtest -> monitor -> package, against an archive (default: the embedded one, simulated when
     missing), then record the stages it ran in dvc.lock."""
-    from flows.pipeline import pipeline_flow
+    from scoutless.flows.pipeline import pipeline_flow
 
     _params(archive)   # a bad params.yaml is reported before Prefect starts
     result = pipeline_flow(archive=archive, full_extract=full)
@@ -290,7 +290,7 @@ def deploy(
 ) -> None:
     """Serve the scheduled deployments (nightly retrain, hourly drift check; cron in params.yaml flows.schedules)
     against the Prefect server named by PREFECT_API_URL, until interrupted."""
-    from flows.deploy import NoPrefectServerError, serve_deployments
+    from scoutless.flows.deploy import NoPrefectServerError, serve_deployments
 
     with _exit_on(NoPrefectServerError, 2):
         serve_deployments(_params(), limit=limit)

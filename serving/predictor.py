@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import submission_features
-from features.history import history_features
-from features.history_artifact import INFO_FILE, read_calibration, read_history_info
-from models.calibration import ConformalOffsets
-from models.candidates import Candidate
-from models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
-from models.targets import TARGETS
-from serving.schema import IOPrediction, PredictResponse, TargetPrediction, TaskPrediction, TaskSpec
+from scoutless.features.build import submission_features
+from scoutless.features.history import history_features
+from scoutless.features.history_artifact import INFO_FILE, read_calibration, read_history_info
+from scoutless.models.calibration import ConformalOffsets
+from scoutless.models.candidates import Candidate
+from scoutless.models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
+from scoutless.models.targets import TARGETS
+from scoutless.serving.schema import IOPrediction, PredictResponse, TargetPrediction, TaskPrediction, TaskSpec
 
 IO_HIGH_KBPS = 500.0  # JEDI's brokerage threshold for I/O-intensive tasks
 

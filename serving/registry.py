@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models.layout import read_promotion
+from scoutless.models.layout import read_promotion
 from scoutless.params import Params
 from scoutless.paths import resolve, write_json
 
@@ -65,8 +65,8 @@ def register_promoted(params: Params) -> dict[str, str]:
 def register_in_subprocess(params: Params) -> dict[str, str]:
     """register_promoted in a fresh interpreter, against the project's store; returns target -> tag."""
     use_project_store(params)
-    done = subprocess.run([sys.executable, "-m", "serving.registry"], env=os.environ.copy(), capture_output=True,
-                          text=True)
+    done = subprocess.run([sys.executable, "-m", "scoutless.serving.registry"], env=os.environ.copy(),
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"registering the promoted models failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -14,9 +14,9 @@ import bentoml
 from fastapi import FastAPI
 
 from scoutless.params import TARGETS
+from scoutless.serving.registry import SERVICE_CONFIG, model_name
+from scoutless.serving.schema import TaskSpec
 from scoutless.telemetry import disable_telemetry
-from serving.registry import SERVICE_CONFIG, model_name
-from serving.schema import TaskSpec
 
 disable_telemetry()
 info_app = FastAPI(title="scoutless metadata")
@@ -33,8 +33,8 @@ class Scoutless:
     workdiskcount = bentoml.models.BentoModel(f"{model_name('workdiskcount')}:latest")
 
     def __init__(self) -> None:
-        from serving.predictor import Predictor
-        from serving.stage import HISTORY_DIR_ENV
+        from scoutless.serving.predictor import Predictor
+        from scoutless.serving.stage import HISTORY_DIR_ENV
 
         folders = [Path(getattr(self, target).path) for target in TARGETS]
         history = os.environ.get(HISTORY_DIR_ENV)

@@ -4,24 +4,64 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import tomllib
 from pathlib import Path
 from typing import NoReturn
 
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
-from scoutless.params import Params
+from scoutless.params import Params, project_dir
 from scoutless.paths import resolve, write_json
-from serving.registry import register_in_subprocess, use_project_store
-from serving.schema import TaskSpec
+from scoutless.serving.registry import register_in_subprocess, use_project_store
+from scoutless.serving.schema import TaskSpec
 
-SERVICE = "serving.service:Scoutless"
+SERVICE = "scoutless.serving.service:Scoutless"
 HISTORY_DIR_ENV = "SCOUTLESS_HISTORY_DIR"   # the history artifact a served process reloads
-# The code (and bentofile.yaml) lives where this package is checked out; data and models live in the
-# project folder, which is the same folder in an ordinary checkout but need not be.
+# The code, pyproject.toml and bentofile.yaml live in the source checkout; data and models live in the project
+# folder, which is the same folder in an ordinary checkout but need not be.
 CODE_ROOT = Path(__file__).resolve().parents[1]
+WHEELS = CODE_ROOT / "dist"   # bentofile.yaml's python.wheels names the wheel in here
+
+
+def source_checkout() -> Path:
+    """The checkout this package runs from (an editable install): packaging builds from its sources."""
+    missing = [name for name in ("pyproject.toml", "bentofile.yaml") if not (CODE_ROOT / name).is_file()]
+    if missing:
+        raise RuntimeError(f"packaging needs the scoutless source checkout, but {CODE_ROOT} has no "
+                           f"{' or '.join(missing)}: install scoutless from a checkout with `pip install -e`")
+    return CODE_ROOT
+
+
+def package_folders(checkout: Path) -> dict[str, str]:
+    """Each package of the wheel -> its folder in the checkout (pyproject.toml's setuptools mapping)."""
+    setuptools = tomllib.loads((checkout / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return {package: setuptools.get("package-dir", {}).get(package, package.replace(".", "/"))
+            for package in setuptools["packages"]}
+
+
+def build_wheel(dest: Path) -> Path:
+    """Build the scoutless wheel into `dest` and return its path, offline and without touching the checkout:
+    the build runs on a copy of the files the wheel is made of (pyproject.toml's packages and README.md)."""
+    checkout = source_checkout()
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".wheel-", dir=dest) as build:
+        source, out = Path(build) / "source", Path(build) / "out"
+        for folder in package_folders(checkout).values():
+            shutil.copytree(checkout / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(checkout / name, source / name)
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                               "--wheel-dir", str(out), str(source)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"building the scoutless wheel failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+        (wheel,) = out.glob("*.whl")
+        os.replace(wheel, dest / wheel.name)
+    return dest / wheel.name
 
 
 def _bentoml(args: list[str], params: Params, **kwargs) -> subprocess.CompletedProcess:
@@ -36,11 +76,12 @@ def run_package(params: Params) -> dict:
     missing = sorted(set(params.targets) - set(tags))
     if missing:
         raise RuntimeError(f"no promoted model for {', '.join(missing)}: run `scoutless select` first")
-    built = _bentoml(["build", "--output", "tag", str(CODE_ROOT)], params, capture_output=True, text=True)
+    wheel = build_wheel(WHEELS)
+    built = _bentoml(["build", "--output", "tag", str(source_checkout())], params, capture_output=True, text=True)
     if built.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{built.stdout}\n{built.stderr}")
     bento = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
-    result = {"bento": bento, "models": tags, "bentoml_home": os.environ["BENTOML_HOME"]}
+    result = {"bento": bento, "wheel": wheel.name, "models": tags, "bentoml_home": os.environ["BENTOML_HOME"]}
     write_json(resolve(params.paths.artifacts) / "bento.json", result)
     return result
 
@@ -54,7 +95,7 @@ def run_serve(params: Params, port: int | None = None) -> NoReturn:
     os.environ[HISTORY_DIR_ENV] = str(resolve(params.paths.history))
     use_project_store(params)
     bentoml = str(Path(sys.executable).with_name("bentoml"))
-    os.chdir(CODE_ROOT)
+    os.chdir(project_dir())  # the service is imported from the installed package, not from the cwd
     os.execv(bentoml, [bentoml, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)])
 
 
@@ -79,7 +120,7 @@ def read_tasks(path: Path) -> list[TaskSpec]:
 
 
 def run_predict(params: Params, path: Path) -> dict:
-    from serving.predictor import Predictor
+    from scoutless.serving.predictor import Predictor
 
     tasks = read_tasks(path)  # bad input is reported before any model is loaded
     predictor = Predictor.from_promoted(resolve(params.paths.promoted), list(params.targets),

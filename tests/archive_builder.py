@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from archive.schema import PandaSchema, panda_schema
+from scoutless.archive.schema import PandaSchema, panda_schema
 
 T0 = datetime(2025, 3, 1, 12, 0, 0)
 

@@ -154,7 +154,7 @@ def served_project(tmp_path_factory, prefect_harness) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("served")
     write_params(root, simulate={"tasks": 600}, backtest={"origins": 1})
     with project_env(root):
-        from flows.pipeline import pipeline_flow
+        from scoutless.flows.pipeline import pipeline_flow
 
         pipeline_flow(version=False)
         yield root

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from archive.jedi_formulas import task_values
+from scoutless.archive.jedi_formulas import task_values
 from scoutless.params import JediParams, Params, ValidationParams
 from scoutless.paths import resolve, write_json, write_parquet
-from validation.report import write_html_report
-from validation.suites import Expect, jobs_suite, labels_suite, tasks_suite
+from scoutless.validation.report import write_html_report
+from scoutless.validation.suites import Expect, jobs_suite, labels_suite, tasks_suite
 
 log = logging.getLogger(__name__)
 

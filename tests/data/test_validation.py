@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archive.stages import run_extract
+from scoutless.archive.stages import run_extract
 from scoutless.params import Params
+from scoutless.validation.suites import jobs_suite, labels_suite, tasks_suite
+from scoutless.validation.validate import DataValidationError, enforce, run_validate, split_bad_rows, validate_table
 from tests.archive_builder import ArchiveBuilder
 from tests.integration.test_extract import fill, params_for
-from validation.suites import jobs_suite, labels_suite, tasks_suite
-from validation.validate import DataValidationError, enforce, run_validate, split_bad_rows, validate_table
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.build import build_features, submission_features
-from features.history import history_features, snapshot
+from scoutless.features.build import build_features, submission_features
+from scoutless.features.history import history_features, snapshot
 
 TARGETS = ["ramcount", "cputime"]
 T0 = datetime(2025, 1, 1)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from features.build import labels_known_at, submission_features
-from features.history import HALF_LIFE_DAYS, history_features, history_table, snapshot
+from scoutless.features.build import labels_known_at, submission_features
+from scoutless.features.history import HALF_LIFE_DAYS, history_features, history_table, snapshot
 
 TARGETS = ["ramcount", "cputime"]
 T0 = datetime(2025, 1, 1)

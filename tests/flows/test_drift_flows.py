@@ -29,7 +29,7 @@ def trained_project(tmp_path_factory, prefect_harness) -> Path:
     root = tmp_path_factory.mktemp("trained")
     write_params(root, **SMALL_PROJECT)
     with project_env(root):
-        from flows.pipeline import pipeline_flow
+        from scoutless.flows.pipeline import pipeline_flow
 
         result = pipeline_flow(version=False)
     assert len(result["selected"]) == 6
@@ -40,8 +40,8 @@ def _later_window(trained_project: Path, tmp_path: Path, shifted: bool) -> Path:
     root = tmp_path / "project"
     shutil.copytree(trained_project, root, symlinks=True)
     with project_env(root):
-        from archive.stages import run_simulate
         from scoutless.params import load_params
+        from scoutless.simulator.stage import run_simulate
 
         run_simulate(load_params(), window=True, shifted=shifted, progress=False)
     return root
@@ -55,7 +55,7 @@ def _promotions(root: Path) -> dict[str, dict]:
 def _drift_check(root: Path) -> tuple[dict, dict]:
     """Run the drift check flow in the project; its outcome and reports/drift.json."""
     with project_env(root):
-        from flows.pipeline import drift_check_flow
+        from scoutless.flows.pipeline import drift_check_flow
 
         outcome = drift_check_flow(version=False)
     return outcome, json.loads((root / "reports/drift.json").read_text())

@@ -12,19 +12,23 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scoutless.serving.stage import package_folders
 from tests.conftest import REPO
 
-PACKAGES = {"archive", "validation", "features", "models", "monitoring", "serving", "flows", "scoutless"}
+FOLDERS = package_folders(REPO)   # scoutless.models -> models, …
 
 
 def module_file(module: str) -> Path | None:
     """The project file of `module` (a package's __init__.py), None outside the project."""
-    if module.split(".")[0] not in PACKAGES:
-        return None
-    base = REPO.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
+    parts = module.split(".")
+    for depth in range(len(parts), 0, -1):
+        package = ".".join(parts[:depth])
+        if package in FOLDERS:
+            base = REPO.joinpath(FOLDERS[package], *parts[depth:])
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                if candidate.is_file():
+                    return candidate
+            return None
     return None
 
 
@@ -93,9 +97,13 @@ def test_a_stage_depends_on_every_file_its_command_imports(name):
 
 
 def test_the_package_stage_depends_on_everything_the_bento_bundles():
+    """The Bento bundles its include patterns, its requirements and the wheel, which is built from every
+    package folder, pyproject.toml and README.md."""
     bento = yaml.safe_load((REPO / "bentofile.yaml").read_text())
     bundled = [path for path in REPO.rglob("*") if path.is_file() and ".venv" not in path.parts
                and any(fnmatch.fnmatch(path.relative_to(REPO).as_posix(), pattern) for pattern in bento["include"])]
     bundled.append(REPO / bento["python"]["requirements_txt"])
+    bundled += [REPO / "pyproject.toml", REPO / "README.md"]
+    bundled += [path for folder in FOLDERS.values() for path in (REPO / folder).rglob("*.py")]
     missing = sorted(p.relative_to(REPO).as_posix() for p in bundled if not covered(p, deps_of(stages()["package"])))
     assert not missing, f"the Bento bundles files the package stage's deps omit: {missing}"

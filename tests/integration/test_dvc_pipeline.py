@@ -74,7 +74,11 @@ def test_repro_runs_everything_then_nothing(copy):
     assert (copy / "reports/validation/index.html").exists()
     assert (copy / "artifacts/leaderboard.md").exists()
     assert all((copy / "artifacts/promoted" / target / "promotion.json").exists() for target in TARGETS)
-    assert "scoutless:" in (copy / "artifacts/bento.json").read_text()
+    bento = json.loads((copy / "artifacts/bento.json").read_text())
+    name, tag = bento["bento"].split(":")
+    built = Path(bento["bentoml_home"]) / "bentos" / name / tag
+    assert (built / "env/python/wheels" / bento["wheel"]).is_file()  # the code, as the scoutless wheel
+    assert not list((built / "src").rglob("*.py"))                    # and nowhere else
 
     # the archive is checked again (an external source could have changed); it did not, so nothing else runs
     second = run(["dvc", "repro"], copy)

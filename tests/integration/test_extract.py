@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from archive import extract as extract_module
-from archive.sources import ArchiveSchemaError
-from archive.stages import open_source, run_extract
-from features.build import submission_features
+from scoutless.archive import extract as extract_module
+from scoutless.archive.sources import ArchiveSchemaError
+from scoutless.archive.stages import open_source, run_extract
+from scoutless.features.build import submission_features
 from scoutless.params import ArchiveParams, Params, load_params
 from tests.archive_builder import T0, ArchiveBuilder
 
@@ -281,8 +281,8 @@ def test_every_statement_compiles_for_oracle(task_params):
     optional columns read as NULL, compiles for the Oracle dialect."""
     from datetime import datetime
 
-    from archive.schema import panda_schema
-    from archive.sources import OPTIONAL_COLUMNS, SqlSource
+    from scoutless.archive.schema import panda_schema
+    from scoutless.archive.sources import OPTIONAL_COLUMNS, SqlSource
 
     schema = panda_schema("ATLAS_PANDA", "ATLAS_PANDAARCH")
     engine = sa.create_mock_engine("oracle://", lambda *args, **kwargs: None)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from features.history import history_feature_names
+from scoutless.features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from scoutless.features.history import history_feature_names
 from scoutless.params import TARGETS
 
 KIND_CPU = {"simul": 300.0, "evgen": 30.0, "deriv": 0.5, "merge": 0.05}

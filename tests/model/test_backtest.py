@@ -27,11 +27,12 @@ def backtested(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("backtested")
     write_params(root, **SETTINGS)
     with project_env(root):
-        from archive.stages import run_extract, run_simulate
-        from features.stage import run_features
-        from models.backtest import run_backtest
+        from scoutless.archive.stages import run_extract
+        from scoutless.features.stage import run_features
+        from scoutless.models.backtest import run_backtest
         from scoutless.params import load_params
-        from validation.validate import run_validate
+        from scoutless.simulator.stage import run_simulate
+        from scoutless.validation.validate import run_validate
 
         params = load_params()
         run_simulate(params, progress=False)
@@ -75,12 +76,12 @@ def test_the_served_answer_is_the_backtests_as_of_the_same_time(backtested):
     expected = mine.set_index("jeditaskid").loc[task_id, answer].astype(float)
 
     with project_env(backtested):
-        from models.refresh import write_history
-        from models.select import run_select
-        from models.train import run_train
+        from scoutless.models.refresh import write_history
+        from scoutless.models.select import run_select
+        from scoutless.models.train import run_train
         from scoutless.params import load_params
         from scoutless.paths import resolve
-        from serving.predictor import Predictor
+        from scoutless.serving.predictor import Predictor
 
         # The pipeline, replayed as of the origin.
         write_params(backtested, **{**SETTINGS, "split": {**SETTINGS["split"], "as_of": str(origin)}})

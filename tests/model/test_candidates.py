@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.candidates import CANDIDATES, Candidate
-from models.encoding import OTHER, CategoryEncoder
-from models.metrics import coverage
-from models.targets import TARGETS
-from models.train import candidate_config
+from scoutless.models.candidates import CANDIDATES, Candidate
+from scoutless.models.encoding import OTHER, CategoryEncoder
+from scoutless.models.metrics import coverage
+from scoutless.models.targets import TARGETS
+from scoutless.models.train import candidate_config
 from scoutless.params import Params
 from tests.model.conftest import KIND_CPU, synthetic_features
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.metrics import (
+from scoutless.models.metrics import (
     QUANTILE_COLUMNS,
     QUANTILES,
     coverage,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.calibration import CalibrationPool, ConformalOffsets, weighted_conformal_quantile
-from models.protocol import LABELS_KNOWN_AT, Windows, archive_now, as_of_view
+from scoutless.models.calibration import CalibrationPool, ConformalOffsets, weighted_conformal_quantile
+from scoutless.models.protocol import LABELS_KNOWN_AT, Windows, archive_now, as_of_view
 from scoutless.params import SplitParams
 
 T0 = pd.Timestamp("2025-01-01")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.metrics import evaluate
-from models.report import PLOT_NAMES, leaderboard, model_card, write_plots
+from scoutless.models.metrics import evaluate
+from scoutless.models.report import PLOT_NAMES, leaderboard, model_card, write_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WINDOW = {"labels_known_by": "2025-06-01", "train_start": "2024-01-01", "train_end": "2025-05-31",

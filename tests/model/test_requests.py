@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archive.jedi_formulas import job_measurements
-from models.candidates import CANDIDATES
-from models.metrics import hindsight_slack, job_outcomes, job_slack
-from models.requests import efficiency_request, reference_vs_hindsight, walltime_limit_s
-from models.targets import TARGETS
+from scoutless.archive.jedi_formulas import job_measurements
+from scoutless.models.candidates import CANDIDATES
+from scoutless.models.metrics import hindsight_slack, job_outcomes, job_slack
+from scoutless.models.requests import efficiency_request, reference_vs_hindsight, walltime_limit_s
+from scoutless.models.targets import TARGETS
 from scoutless.params import JediParams
 from tests.model.conftest import synthetic_features
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from models.select import GateError, choose_winner, run_select
+from scoutless.models.select import GateError, choose_winner, run_select
 from scoutless.params import load_params
 
 

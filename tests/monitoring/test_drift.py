@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.drift import ColumnDrift, DriftMethods, DriftResult, column_drift, read_column_drift
-from monitoring.monitor import choose_windows, decide, task_errors
+from scoutless.monitoring.drift import ColumnDrift, DriftMethods, DriftResult, column_drift, read_column_drift
+from scoutless.monitoring.monitor import choose_windows, decide, task_errors
 from scoutless.params import MonitorParams, RetrainRule
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from scoutless.params import TARGETS, JediParams, Params
-from serving.schema import TaskSpec
+from scoutless.serving.schema import TaskSpec
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def check_answer(body: dict, presets: list[float | None]) -> None:
 
 @pytest.fixture(scope="module")
 def service_class(served_project):
-    from serving.service import Scoutless
+    from scoutless.serving.service import Scoutless
 
     return Scoutless
 

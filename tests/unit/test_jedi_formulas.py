@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archive.jedi_formulas import job_measurements, normalised_scout_values, task_values, to_task_columns
+from scoutless.archive.jedi_formulas import job_measurements, normalised_scout_values, task_values, to_task_columns
 from scoutless.params import JediParams
 
 JEDI = JediParams()

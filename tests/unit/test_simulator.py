@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from archive import jedi_formulas
-from archive.schema import panda_schema
-from archive.simulator import (
+from scoutless.archive import jedi_formulas
+from scoutless.archive.schema import panda_schema
+from scoutless.params import JediParams, SimulateParams, WindowParams
+from scoutless.simulator.world import (
     KINDS,
     MANAGED_KINDS,
     SHAPE_RATE,
@@ -31,7 +32,6 @@ from archive.simulator import (
     simulate_archive,
     simulate_window,
 )
-from scoutless.params import JediParams, SimulateParams, WindowParams
 
 JEDI = JediParams()
 PARAMS = SimulateParams(tasks=300, seed=7, start=date(2024, 1, 1), days=180, junk_fraction=0.08)

@@ -100,8 +100,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from archive import jedi_formulas
-from archive.schema import PandaSchema
+from scoutless.archive import jedi_formulas
+from scoutless.archive.schema import PandaSchema
 from scoutless.params import JediParams, ShiftParams, SimulateParams
 
 DAY = 86_400.0
