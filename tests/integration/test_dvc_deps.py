@@ -6,9 +6,9 @@ changes, and dvc.lock would describe a run that its inputs no longer give."""
 from __future__ import annotations
 
 import ast
-import fnmatch
 from pathlib import Path
 
+import pathspec
 import pytest
 import yaml
 
@@ -100,8 +100,12 @@ def test_the_package_stage_depends_on_everything_the_bento_bundles():
     """The Bento bundles its include patterns, its requirements and the wheel, which is built from every
     package folder, pyproject.toml and README.md."""
     bento = yaml.safe_load((REPO / "bentofile.yaml").read_text())
+    include = pathspec.PathSpec.from_lines("gitwildmatch", bento["include"])   # as BentoML reads it
+    # Only files of the checkout: nothing from the store (earlier Bentos hold a bentofile.yaml too) or the venv.
+    assert not [pattern for pattern in ("bentofile.yaml", "serving/service.py", "params.yaml")
+                if include.match_file(f".bentoml/bentos/scoutless/v1/src/{pattern}")]
     bundled = [path for path in REPO.rglob("*") if path.is_file() and ".venv" not in path.parts
-               and any(fnmatch.fnmatch(path.relative_to(REPO).as_posix(), pattern) for pattern in bento["include"])]
+               and ".bentoml" not in path.parts and include.match_file(path.relative_to(REPO).as_posix())]
     bundled.append(REPO / bento["python"]["requirements_txt"])
     bundled += [REPO / "pyproject.toml", REPO / "README.md"]
     bundled += [path for folder in FOLDERS.values() for path in (REPO / folder).rglob("*.py")]
