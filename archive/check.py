@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scoutless.archive.extract import read_with_retries
 from scoutless.archive.stages import open_source, sqlite_file
 from scoutless.params import EMBEDDED_ARCHIVE_URL, Params
 from scoutless.paths import resolve, write_json
@@ -25,9 +26,10 @@ def run_check_archive(params: Params, jobs_json: Path | None = None) -> dict:
         if not sqlite_file(EMBEDDED_ARCHIVE_URL).exists() or before.get("simulated_with") != simulated_with:
             run_simulate(params, progress=False)
     source = open_source(params, jobs_json)
-    absent = source.check()
+    absent = read_with_retries(params.extract, "the schema check", source.check)
+    fingerprint = read_with_retries(params.extract, "the archive's fingerprint", source.fingerprint)
     state = {"source": source.describe(), "schema": params.archive.schema_name,
-             "archive_schema": params.archive.archive_schema, **source.fingerprint(), "absent_columns": absent,
+             "archive_schema": params.archive.archive_schema, **fingerprint, "absent_columns": absent,
              "simulated_with": simulated_with}
     write_json(state_path, state)
     return state

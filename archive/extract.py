@@ -9,20 +9,24 @@ Outputs (one row per task unless said otherwise):
 - jobs.parquet      one row per finished job of a labelled task: what JEDI measures of it (memory per
                     core, CPU per event, ...), so that evaluation can count jobs a request would fail
 - rejected.parquet  rows that could not be read, whole, with the reason: nothing is dropped silently
-- extract_state.json  the watermark (newest modificationtime read) and counts; written last
+- extract_state.json  the extraction's id, the watermark (newest modificationtime read) and counts
 
 Incremental: a run reads only tasks whose modificationtime is at or after the watermark, and merges
 them into the previous outputs by jeditaskid (a changed task's rows are replaced whole). Chunked: tasks
 are read `chunk_tasks` at a time, with their jobs, so memory is bounded by the chunk, not the archive.
-Atomic: every output is written under a temporary name and renamed into place; the state file goes
-last, so a run killed half-way is simply redone by the next one.
+Atomic: the next data/raw is written whole beside the current one and swapped into place in one step, so
+a run killed half-way leaves the previous extraction as it was, and is simply redone by the next one.
+Every read is retried when the connection fails (read_with_retries).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
+import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -34,21 +38,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from scoutless.archive.jedi_formulas import TASK_PRESET_COLUMNS, job_measurements, normalised_scout_values, task_values
+from scoutless.archive.layout import EXTRACTION_KEY, OUTPUTS, STATE_FILE, read_state
 from scoutless.archive.sources import Source
 from scoutless.features.parse import submitted_values
 from scoutless.params import ExtractParams, Params
-from scoutless.paths import atomic_path, write_json
+from scoutless.paths import build_dir, replace_dir, write_json
 from scoutless.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("tasks", "labels", "jobs", "rejected")
-STATE_FILE = "extract_state.json"
 # Tasks in these states will get no more jobs: their finished jobs give the label.
 ENDED_STATUSES = frozenset({"done", "finished", "failed", "broken", "aborted"})
 
@@ -68,6 +70,7 @@ STRINGS = {
 
 @dataclass(frozen=True)
 class ExtractSummary:
+    extraction: str        # this extraction's id, in every output file's Parquet metadata too
     source: str
     incremental: bool
     watermark: str | None
@@ -144,21 +147,48 @@ def job_statistics(jobs: pd.DataFrame, oom_pilot_errors: list[int]) -> pd.DataFr
 T = TypeVar("T")
 
 
+# MySQL/MariaDB error numbers of a lost or refused connection, a killed query or a lock given up on; pymysql
+# raises its OperationalError for refused logins and other causes too, which no retry mends.
+MYSQL_TRANSIENT = frozenset({1053, 1205, 1213, 1317, 1927, 2003, 2006, 2013, 2055})
+# PEP 249 names these two classes for failures of the database's operation rather than of the statement.
+TRANSIENT_CLASSES = frozenset({"OperationalError", "InterfaceError"})
+
+
 def connection_lost(exc: BaseException) -> bool:
-    """Is this a failure of the connection to the archive (worth retrying), not of the SQL or the data?"""
-    return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-    )
+    """Is this a failure of the connection to the archive (worth retrying), not of the SQL or the data?
+
+    Reads through SQLAlchemy raise its wrapper; PostgreSQL's COPY goes through psycopg itself and raises
+    psycopg's own errors (a terminated backend: AdminShutdown, an OperationalError). So the driver's error is
+    judged, whichever way it came."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if isinstance(exc, ConnectionError):  # the socket itself, reset or refused
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if type(exc).__module__.startswith("pymysql"):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        return "InterfaceError" in names or ("OperationalError" in names and code in MYSQL_TRANSIENT)
+    return bool(names & TRANSIENT_CLASSES)
 
 
-def _retrying(settings: ExtractParams, call: Callable[[], T]) -> T:
-    """Run a read, retrying with exponential backoff when the connection fails (not on SQL errors)."""
+def read_with_retries(settings: ExtractParams, what: str, call: Callable[[], T]) -> T:
+    """Run one read of the archive, retried with exponential backoff when the connection fails (never on an
+    SQL or data error): the one retry layer of every archive read, whoever calls it."""
+    def log_retry(state) -> None:
+        error = state.outcome.exception()
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        log.warning("archive read failed (%s) on %s: %s; retry %d of %d in %.1f s", type(error).__name__, what,
+                    first_line, state.attempt_number, settings.retries, state.upcoming_sleep)
+
     for attempt in Retrying(
         stop=stop_after_attempt(settings.retries + 1),
         wait=wait_exponential(multiplier=settings.retry_wait_seconds, max=60),
         retry=retry_if_exception(connection_lost),
-        before_sleep=lambda state: log.warning("archive read failed (%s); retrying",
-                                               state.outcome.exception()),
+        before_sleep=log_retry,
         reraise=True,
     ):
         with attempt:
@@ -223,63 +253,51 @@ class _PartWriter:
             self.writer.close()
 
 
-def _merge_into(target: Path, fresh: Path | None, replaced: pa.Array, incremental: bool) -> int:
-    """Write `target` anew, atomically: its previous rows whose jeditaskid is not in `replaced`, then
-    the rows of `fresh`. Streams batch by batch, so memory stays bounded. Returns the row count."""
-    sources = []
-    if incremental and target.exists():
-        sources.append((target, True))
-    if fresh is not None:
-        sources.append((fresh, False))
+def _merge_into(out: Path, previous: Path | None, fresh: Path | None, replaced: pa.Array, extraction: str) -> int:
+    """Write `out`: the rows of `previous` whose jeditaskid is not in `replaced`, then the rows of `fresh`,
+    labelled with the extraction's id. Streams batch by batch, so memory stays bounded. Returns the row count."""
+    sources = [(path, filter_replaced) for path, filter_replaced in ((previous, True), (fresh, False))
+               if path is not None and path.exists()]
     if not sources:
-        if not incremental:  # a full run that found nothing leaves nothing stale behind
-            target.unlink(missing_ok=True)
         return 0
     schema = pq.read_schema(sources[-1][0])
+    labelled = schema.with_metadata({**(schema.metadata or {}), EXTRACTION_KEY: extraction.encode()})
     rows = 0
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(out, labelled, compression="zstd") as writer:
         for path, filter_replaced in sources:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=200_000):
                 if filter_replaced:
                     batch = batch.filter(pc.invert(pc.is_in(batch.column("jeditaskid"), value_set=replaced)))
                 batch = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
-                writer.write_table(batch)
+                writer.write_table(batch.replace_schema_metadata(labelled.metadata))
                 rows += batch.num_rows
     return rows
 
 
-def read_state(raw_dir: Path) -> dict:
-    path = raw_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def extract(
-    params: Params, source: Source, raw_dir: Path, full: bool = False, progress: bool = True
-) -> ExtractSummary:
-    """Read changed tasks from `source` into `raw_dir`, merging with what earlier runs extracted."""
-    started = time.perf_counter()
+def _extract_into(build: Path, raw_dir: Path, params: Params, source: Source, full: bool, progress: bool,
+                  absent_columns: dict[str, list[str]], started: float) -> ExtractSummary:
+    """Write the next data/raw into `build`: the changed tasks read from `source`, merged with `raw_dir`'s."""
     settings = params.extract
-    absent_columns = source.check()
     state = read_state(raw_dir)
-    incremental = not full and state.get("source") == source.describe() and state.get("watermark")
+    incremental = bool(not full and state.get("source") == source.describe() and state.get("watermark"))
     since = datetime.fromisoformat(state["watermark"]) if incremental else None
-    ranges = list(source.changed_task_ranges(since, settings.chunk_tasks))
+    ranges = read_with_retries(settings, "the changed tasks",
+                               lambda: list(source.changed_task_ranges(since, settings.chunk_tasks)))
     log.info("extracting %s task chunk(s) from %s (since %s)", len(ranges), source.describe(), since)
 
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    writers = {name: _PartWriter(raw_dir / f".{name}.fresh.parquet") for name in OUTPUTS}
+    writers = {name: _PartWriter(build / f".{name}.fresh.parquet") for name in OUTPUTS}
     read_ids: list[np.ndarray] = []
     watermark = since
     try:
-        unkeyed = source.unkeyed_rows()
+        unkeyed = read_with_retries(settings, "the rows without a task id", source.unkeyed_rows)
         if len(unkeyed):
-            writers["rejected"].write(
-                _rejected_rows(unkeyed.drop(columns="reason"), "jedi_tasks", unkeyed["reason"])
-            )
+            writers["rejected"].write(_rejected_rows(unkeyed.drop(columns="reason"), "jedi_tasks", unkeyed["reason"]))
         with progress_bar(progress) as bar:
             for lo, hi in bar.track(ranges, description="extract"):
-                raw_tasks = _retrying(settings, lambda lo=lo, hi=hi: source.tasks(lo, hi, since))
-                raw_jobs = _retrying(settings, lambda lo=lo, hi=hi: source.jobs(lo, hi, since))
+                raw_tasks = read_with_retries(settings, f"tasks {lo}-{hi}",
+                                              lambda lo=lo, hi=hi: source.tasks(lo, hi, since))
+                raw_jobs = read_with_retries(settings, f"jobs of tasks {lo}-{hi}",
+                                             lambda lo=lo, hi=hi: source.jobs(lo, hi, since))
                 read_ids.append(pd.to_numeric(raw_tasks["jeditaskid"]).to_numpy(dtype="int64"))
                 chunk = extract_chunk(raw_tasks, raw_jobs, settings)
                 for name, frame in chunk.items():
@@ -287,22 +305,21 @@ def extract(
                 newest = chunk["tasks"]["modificationtime"].max()
                 if pd.notna(newest) and (watermark is None or newest > watermark):
                     watermark = newest.to_pydatetime()
+    finally:  # pyarrow's close is idempotent
         for writer in writers.values():
             writer.close()
-        replaced = pa.array(np.concatenate(read_ids) if read_ids else [], type=pa.int64())
-        totals = {
-            name: _merge_into(raw_dir / f"{name}.parquet", writers[name].path if writers[name].opened else None,
-                              replaced, bool(incremental))
-            for name in OUTPUTS
-        }
-    finally:
-        for writer in writers.values():
-            writer.close()
-            writer.path.unlink(missing_ok=True)
-
-    summary = ExtractSummary(
+    extraction = uuid.uuid4().hex[:12]
+    replaced = pa.array(np.concatenate(read_ids) if read_ids else [], type=pa.int64())
+    totals = {}
+    for name in OUTPUTS:
+        previous = raw_dir / f"{name}.parquet" if incremental else None
+        totals[name] = _merge_into(build / f"{name}.parquet", previous,
+                                   writers[name].path if writers[name].opened else None, replaced, extraction)
+        writers[name].path.unlink(missing_ok=True)
+    return ExtractSummary(
+        extraction=extraction,
         source=source.describe(),
-        incremental=bool(incremental),
+        incremental=incremental,
         watermark=watermark.isoformat() if watermark else None,
         tasks_read=int(sum(len(ids) for ids in read_ids)),
         tasks_total=totals["tasks"],
@@ -312,5 +329,22 @@ def extract(
         seconds=round(time.perf_counter() - started, 3),
         absent_columns=absent_columns,
     )
-    write_json(raw_dir / STATE_FILE, asdict(summary))
+
+
+def extract(
+    params: Params, source: Source, raw_dir: Path, full: bool = False, progress: bool = True
+) -> ExtractSummary:
+    """Read changed tasks from `source` into `raw_dir`, merging with what earlier runs extracted."""
+    started = time.perf_counter()
+    settings = params.extract
+    absent_columns = read_with_retries(settings, "the schema check", source.check)
+    # The next data/raw is written whole beside the current one and swapped in as one step (replace_dir):
+    # a reader sees this extraction or the previous one, never a mix of the two.
+    build = build_dir(raw_dir)
+    try:
+        summary = _extract_into(build, raw_dir, params, source, full, progress, absent_columns, started)
+        write_json(build / STATE_FILE, asdict(summary))
+        replace_dir(build, raw_dir)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     return summary

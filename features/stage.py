@@ -10,7 +10,7 @@ import pandas as pd
 
 from scoutless.features.build import build_features, feature_columns
 from scoutless.params import Params
-from scoutless.paths import resolve, write_parquet
+from scoutless.paths import build_dir, replace_dir, resolve, write_parquet
 from scoutless.validation.report import write_html_report
 from scoutless.validation.suites import features_suite
 from scoutless.validation.validate import enforce, split_bad_rows, validate_table
@@ -45,8 +45,10 @@ def run_features(params: Params) -> FeaturesSummary:
     write_html_report(reports / "features.html", "Validation of the features", [outcome], {"features": bad})
     enforce(outcome, params.validation)
 
-    write_parquet(good, out / "features.parquet")
-    write_parquet(table, out / "history.parquet")
+    build = build_dir(out)   # the features and their history table are swapped in together
+    write_parquet(good, build / "features.parquet")
+    write_parquet(table, build / "history.parquet")
+    replace_dir(build, out)
     labelled = int(good["labels_known_at"].notna().sum())
     return FeaturesSummary(
         tasks=len(good), labelled=labelled, unlabelled=len(good) - labelled, quarantined=len(bad),

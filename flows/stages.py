@@ -10,7 +10,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 
 from scoutless.params import Params, load_params
 from scoutless.paths import resolve
@@ -18,17 +17,6 @@ from scoutless.paths import resolve
 
 def stage_params(archive: str | None = None) -> Params:
     return load_params(archive_url=archive)
-
-
-def _retry_on_connection_loss(task, task_run, state) -> bool:
-    """Retry the extraction only when the archive connection failed, not on a schema or data error."""
-    from scoutless.archive.extract import connection_lost
-
-    try:
-        state.result()
-    except Exception as exc:  # the task's own exception, re-raised by its state
-        return connection_lost(exc)
-    return False
 
 
 def _file_link(path: Path | str, text: str, key: str, description: str) -> None:
@@ -54,10 +42,8 @@ def check_archive_flow(archive: str | None = None) -> dict:
     return check_archive_task(archive)
 
 
-# The whole extraction is retried (with backoff) if the archive stays unreachable beyond the stage's own
-# per-read retries; its watermark is written last, so a retry starts where the failed attempt did.
-@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=30), retry_jitter_factor=0.5,
-      retry_condition_fn=_retry_on_connection_loss)
+# No retries here: the stage retries each archive read itself (extract.retries), for the CLI and DVC alike.
+@task
 def extract_task(archive: str | None, full: bool) -> dict:
     from scoutless.archive.stages import run_extract
 

@@ -7,9 +7,10 @@ window's start, and both are scored on the test window; the winner replaces it i
 (or if nothing is promoted yet). When it does not, the stage fails, or warns and keeps the promoted
 configuration, as `select.gate` says. Whatever configuration goes on is refit as of now (models.protocol:
 every label known by now, the newest validation_days of them as its calibration) and promoted: a folder
-swapped into artifacts/promoted/<target>/ holding the candidate's files, the history snapshot as of now and
-promotion.json (version, data window, the configuration's test metrics). Last, the history artifact the
-service reads (models.refresh) is written as of now, with the promoted models' calibration.
+artifacts/promoted/<target>/ holding the candidate's files, the history snapshot as of now and promotion.json
+(version, data window, the configuration's test metrics). The targets are one promotion (promotion_set.json),
+written whole beside the current one and swapped into place together. The history artifact the service
+reads is the next stage's (models.refresh).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import hashlib
 import json
 import logging
 import math
+import shutil
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +28,7 @@ import pandas as pd
 
 from scoutless.features.build import feature_columns
 from scoutless.features.history_artifact import snapshot_as_of
-from scoutless.models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE, read_promotion
+from scoutless.models.layout import MODEL_DIR, PROMOTION_FILE, SET_FILE, SNAPSHOT_FILE, promoted_infos, read_promotion
 from scoutless.models.metrics import QUANTILE_COLUMNS
 from scoutless.models.protocol import DAY, Windows, as_of_view, pipeline_now
 from scoutless.models.report import leaderboard, model_card, write_plots
@@ -72,24 +75,31 @@ def stored_configuration(folder: Path) -> tuple[str, dict]:
 
 
 def promote(target: str, configuration: tuple[str, dict], params: Params, features: pd.DataFrame,
-            jobs: pd.DataFrame, snapshot: pd.DataFrame, now: pd.Timestamp, test_metrics: dict) -> dict:
-    """Refit `configuration` as of `now` and swap it, with `snapshot` (the history as of now), into
-    artifacts/promoted/<target>/."""
+            jobs: pd.DataFrame, snapshot: pd.DataFrame, now: pd.Timestamp, test_metrics: dict, promotion: str,
+            build: Path) -> dict:
+    """Refit `configuration` as of `now` and write it, with `snapshot` (the history as of now), into
+    `build` (the target's folder of the next promotion)."""
     name, config = configuration
     windows = Windows.at(now, params.split)
     candidate, fit, validation = fit_as_of(name, config, TARGETS[target], features, jobs, windows)
-    promoted_root = resolve(params.paths.promoted)
-    build = build_dir(promoted_root / target)
+    build.mkdir()
     candidate.save(build / MODEL_DIR)
     snapshot.to_parquet(build / SNAPSHOT_FILE, index=False)
     info = {
         "target": target, "candidate": name, "version": f"{target}-{name}-{model_version(build)}",
         "unit": TARGETS[target].unit, "request_quantile": params.train.request_quantile.get(target, "q90"),
-        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"), "as_of": str(now),
+        "promotion": promotion, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"), "as_of": str(now),
         "data_window": windows.describe(fit, validation, None), "test_metrics": test_metrics,
     }
     write_json(build / PROMOTION_FILE, info)
-    replace_dir(build, promoted_root / target)
+    return info
+
+
+def keep(target: str, promoted_root: Path, promotion: str, build: Path) -> dict:
+    """Carry the promoted model of `target` into `build` (the next promotion) unchanged."""
+    shutil.copytree(promoted_root / target, build)
+    info = {**read_promotion(build), "promotion": promotion}
+    write_json(build / PROMOTION_FILE, info)
     return info
 
 
@@ -98,7 +108,7 @@ def gate(target: str, winner: tuple[str, dict], winner_test: dict, features: pd.
     """(promote the winner?, why, the promoted configuration, its test metrics). The promoted configuration
     is trained by the same protocol as the winner, as of `test_origin`, and scored on the same test window."""
     folder = resolve(params.paths.promoted) / target
-    current = read_promotion(folder)
+    current = promoted_infos(folder.parent).get(target)   # a promotion with a folder gone raises, never skips
     if current is None:
         return True, "nothing promoted yet", None, None
     try:
@@ -134,6 +144,12 @@ def run_select(params: Params) -> dict:
     snapshot = snapshot_as_of(pd.read_parquet(resolve(params.paths.features) / "history.parquet"), now)
     metric = params.select.metric
     all_metrics, winners, outcome, refused = {}, {}, {}, []
+    # The next promotion is written whole beside the current one and swapped in as one step: a reader sees
+    # one promotion or the other, never some targets of each.
+    promoted_root = resolve(params.paths.promoted)
+    promoted_infos(promoted_root)   # a damaged promotion stops the stage here, before any work
+    promotion = f"{datetime.now(UTC):%Y%m%dt%H%M%S}-{uuid.uuid4().hex[:6]}"
+    build = build_dir(promoted_root)
     for target in params.targets:
         scored = json.loads((artifacts / "metrics" / f"{target}.json").read_text())
         metrics, window = scored["candidates"], scored["data_window"]
@@ -143,18 +159,25 @@ def run_select(params: Params) -> dict:
         accepted, why, promoted, promoted_test = gate(target, configuration, metrics[winner], features, jobs,
                                                       params, test_origin)
         if accepted:
-            info = promote(target, configuration, params, features, jobs, snapshot, now, metrics[winner])
+            info = promote(target, configuration, params, features, jobs, snapshot, now, metrics[winner], promotion,
+                           build / target)
             outcome[target] = {"promoted": info["version"], "why": why}
         elif params.select.gate == "fail":
             refused.append(f"{target}: {why}")
-            outcome[target] = {"kept": read_promotion(resolve(params.paths.promoted) / target)["version"], "why": why}
+            outcome[target] = {"kept": keep(target, promoted_root, promotion, build / target)["version"], "why": why}
         else:
-            info = promote(target, promoted, params, features, jobs, snapshot, now, promoted_test)
+            info = promote(target, promoted, params, features, jobs, snapshot, now, promoted_test, promotion,
+                           build / target)
             refused.append(f"{target}: {why}")
             outcome[target] = {"kept": info["version"], "why": why}
         log.info("%s: %s", target, why)
         test = by_task(Windows.at(test_origin, params.split).test_rows(features, target))
         write_target_report(target, winner, metrics, window, test, params)
+
+    versions = {target: read_promotion(build / target)["version"] for target in params.targets}
+    write_json(build / SET_FILE, {"promotion": promotion, "targets": versions,
+                                  "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    replace_dir(build, promoted_root)
 
     with atomic_path(artifacts / "leaderboard.md") as tmp:
         tmp.write_text(leaderboard(all_metrics, winners, metric))

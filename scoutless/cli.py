@@ -168,10 +168,11 @@ def train(target: Annotated[str, typer.Option(help="The target to train (one of 
 def select() -> None:
     """Choose each target's winner, pass it through the quality gate, refit it as of now and promote it;
     write the history artifact, leaderboard, cards, plots."""
+    from scoutless.models.layout import PromotedSetError
     from scoutless.models.select import GateError, run_select
 
     _setup_logging()
-    with _exit_on(GateError, 4, "quality gate: "):
+    with _exit_on(GateError, 4, "quality gate: "), _exit_on(PromotedSetError, 5):
         typer.echo(json.dumps(run_select(_params()), indent=2))
 
 
@@ -195,20 +196,23 @@ def history(
     """Refresh the history snapshot and the promoted models' calibration the service reads (paths.history) from
     the newest finished tasks, without retraining; a running `scoutless serve` picks them up at its next
     request."""
+    from scoutless.models.layout import PromotedSetError
     from scoutless.models.refresh import write_history
 
     params = _params()
-    typer.echo(json.dumps(write_history(params, as_of or params.split.as_of), indent=2))
+    with _exit_on(PromotedSetError, 5):
+        typer.echo(json.dumps(write_history(params, as_of or params.split.as_of), indent=2))
 
 
 @app.command()
 def monitor() -> None:
     """Check drift of the newest tasks against the promoted models' training window (Evidently); write
     reports/drift/ and reports/drift.json with the retrain verdict."""
+    from scoutless.models.layout import PromotedSetError
     from scoutless.monitoring.monitor import NoPromotedModelError, run_monitor
 
     _setup_logging()
-    with _exit_on(NoPromotedModelError, 2):
+    with _exit_on(NoPromotedModelError, 2), _exit_on(PromotedSetError, 5):
         report = run_monitor(_params())
     typer.echo(json.dumps({key: report[key] for key in ("verdict", "retrain", "reasons", "pages")}, indent=2))
 
@@ -216,18 +220,22 @@ def monitor() -> None:
 @app.command()
 def package() -> None:
     """Register the promoted models in the project's BentoML store and build the Bento (offline)."""
+    from scoutless.models.layout import PromotedSetError
     from scoutless.serving.stage import run_package
 
     _setup_logging()
-    typer.echo(json.dumps(run_package(_params()), indent=2))
+    with _exit_on(PromotedSetError, 5):
+        typer.echo(json.dumps(run_package(_params()), indent=2))
 
 
 @app.command()
 def serve(port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: serving.port).")] = None) -> None:
     """Serve the promoted models over HTTP (POST /predict, GET /metadata, /readyz) until interrupted."""
+    from scoutless.models.layout import PromotedSetError
     from scoutless.serving.stage import run_serve
 
-    run_serve(_params(), port)
+    with _exit_on(PromotedSetError, 5):
+        run_serve(_params(), port)
 
 
 @app.command()
@@ -236,9 +244,10 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Write the predictions here (JSON) instead of printing.")] = None,
 ) -> None:
     """Predict for a file of tasks with the promoted models, through the service's code, without a server."""
+    from scoutless.models.layout import PromotedSetError
     from scoutless.serving.stage import run_predict
 
-    with _exit_on(ValueError, 2):
+    with _exit_on(ValueError, 2), _exit_on(PromotedSetError, 5):
         result = run_predict(_params(), tasks)
     text = json.dumps(result, indent=2)
     if out:

@@ -23,7 +23,14 @@ from scoutless.features.history import history_features
 from scoutless.features.history_artifact import INFO_FILE, read_calibration, read_history_info
 from scoutless.models.calibration import ConformalOffsets
 from scoutless.models.candidates import Candidate
-from scoutless.models.layout import MODEL_DIR, PROMOTION_FILE, SNAPSHOT_FILE
+from scoutless.models.layout import (
+    MODEL_DIR,
+    PROMOTION_FILE,
+    SNAPSHOT_FILE,
+    PromotedSetError,
+    check_promotion,
+    promoted_infos,
+)
 from scoutless.models.targets import TARGETS
 from scoutless.serving.schema import IOPrediction, PredictResponse, TargetPrediction, TaskPrediction, TaskSpec
 
@@ -92,12 +99,21 @@ class Predictor:
 
     @classmethod
     def from_folders(cls, folders: list[Path], history_dir: Path | None = None) -> Predictor:
+        """The models in `folders`, which must be one promotion: a set of two is refused, naming the strays."""
+        infos = {folder.name: json.loads((folder / PROMOTION_FILE).read_text()) for folder in folders}
+        if infos:
+            check_promotion(infos, next(iter(infos.values())).get("promotion"), "promoted models to serve")
         snapshots: dict[str, pd.DataFrame] = {}
         return cls([PromotedModel.load(folder, snapshots) for folder in folders], history_dir)
 
     @classmethod
     def from_promoted(cls, root: Path, targets: list[str], history_dir: Path | None = None) -> Predictor:
-        return cls.from_folders([root / t for t in targets if (root / t / PROMOTION_FILE).exists()], history_dir)
+        """Every one of `targets` from the current promotion under `root`."""
+        infos = promoted_infos(root)
+        missing = [target for target in targets if target not in infos]
+        if infos and missing:
+            raise PromotedSetError(f"{root}: the promotion lacks {', '.join(missing)}: run `scoutless select`")
+        return cls.from_folders([root / target for target in targets if target in infos], history_dir)
 
     def refresh_history(self) -> None:
         """Take the history artifact if it changed since the last look (one stat() when it did not)."""
@@ -166,6 +182,7 @@ class Predictor:
                    {"source": "promoted snapshot", "as_of": self.models[0].info.get("as_of")})
         return {
             "model_version": self.model_version,
+            "promotion": self.models[0].info.get("promotion"),   # one for all targets (from_folders checks)
             "history": history,
             "targets": {
                 m.target: {key: m.info.get(key) for key in ("candidate", "version", "unit", "request_quantile",

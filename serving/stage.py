@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from scoutless.params import Params, project_dir
 from scoutless.paths import resolve, write_json
-from scoutless.serving.registry import register_in_subprocess, use_project_store
+from scoutless.serving.registry import bentoml_env, register_in_subprocess, use_project_store
 from scoutless.serving.schema import TaskSpec
 
 SERVICE = "scoutless.serving.service:Scoutless"
@@ -65,9 +65,8 @@ def build_wheel(dest: Path) -> Path:
 
 
 def _bentoml(args: list[str], params: Params, **kwargs) -> subprocess.CompletedProcess:
-    use_project_store(params)
     command = [str(Path(sys.executable).with_name("bentoml")), *args]
-    return subprocess.run(command, cwd=CODE_ROOT, env=os.environ.copy(), **kwargs)
+    return subprocess.run(command, cwd=CODE_ROOT, env=bentoml_env(params), **kwargs)
 
 
 def run_package(params: Params) -> dict:

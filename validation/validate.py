@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from scoutless.archive.jedi_formulas import task_values
+from scoutless.archive.layout import STATE_FILE, extraction_of, read_state
 from scoutless.params import JediParams, Params, ValidationParams
-from scoutless.paths import resolve, write_json, write_parquet
+from scoutless.paths import build_dir, replace_dir, resolve, write_json, write_parquet
 from scoutless.validation.report import write_html_report
 from scoutless.validation.suites import Expect, jobs_suite, labels_suite, tasks_suite
 
@@ -50,6 +53,9 @@ class TableOutcome:
     expectations: list[ExpectationOutcome]
     # row label -> names of the expectations that row failed
     failures: dict = field(default_factory=dict, repr=False)
+    # rows that passed their own expectations but were quarantined for want of a partner (quarantine_orphans):
+    # reported and counted, not held against the table's max_bad_fraction (their partner's table was)
+    orphans: int = 0
 
     @property
     def bad_fraction(self) -> float:
@@ -172,6 +178,41 @@ def labels_from_jobs(labels: pd.DataFrame, jobs: pd.DataFrame, jedi: JediParams)
     return relabelled
 
 
+PARTNER = {"tasks": "task row", "labels": "task's label"}
+
+
+def quarantine_orphans(good: pd.DataFrame, partner: str, kept: pd.Series, extracted: pd.Series,
+                       outcome: TableOutcome) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off the rows of `good` whose task has no row in `partner` after validation, each with the reason:
+    the partner was quarantined, or the extraction never had it. Counted in `outcome`, listed in its report."""
+    lonely = ~good["jeditaskid"].isin(kept)
+    orphans = good[lonely].copy()
+    what = PARTNER[partner]
+    orphans["failed_expectations"] = np.where(orphans["jeditaskid"].isin(extracted),
+                                              f"its {what} was quarantined", f"its {what} is not in the extraction")
+    outcome.orphans = int(lonely.sum())
+    outcome.expectations.append(ExpectationOutcome(
+        name=f"HasPartner({partner})", kind="HasPartner", kwargs={"table": partner}, success=not outcome.orphans,
+        unexpected_count=outcome.orphans,
+        unexpected_percent=100.0 * outcome.orphans / outcome.rows if outcome.rows else 0.0,
+        sample_values=[str(task) for task in orphans["jeditaskid"].head(5)]))
+    return good[~lonely], orphans
+
+
+def check_one_extraction(raw: Path, tables: list[str]) -> None:
+    """The raw tables all come from one extraction, the one its state file names: a mix of two would pair
+    tasks with labels and jobs they were not extracted with."""
+    missing = [f"{table}.parquet" for table in tables if not (raw / f"{table}.parquet").exists()]
+    if missing:
+        raise FileNotFoundError(f"{raw} lacks {', '.join(missing)}: run `scoutless extract` first")
+    state = read_state(raw).get("extraction")
+    found = {f"{table}.parquet": extraction_of(raw / f"{table}.parquet") for table in tables}
+    if state is None or any(value != state for value in found.values()):
+        written = ", ".join(f"{name} by {value or 'no extraction'}" for name, value in found.items())
+        raise DataValidationError(f"{raw} mixes extractions: {STATE_FILE} names {state or 'none'}, {written}; "
+                                  "run `scoutless extract --full`")
+
+
 def run_validate(params: Params) -> ValidateSummary:
     """The validate stage: data/raw -> data/validated + data/quarantine + reports/validation."""
     raw, validated = resolve(params.paths.raw), resolve(params.paths.validated)
@@ -179,24 +220,30 @@ def run_validate(params: Params) -> ValidateSummary:
     settings = params.validation
     # jobs before labels: the labels are taken again from the jobs that passed
     suites = {"tasks": tasks_suite(settings), "jobs": jobs_suite(settings), "labels": labels_suite(settings)}
+    check_one_extraction(raw, list(suites))
     frames: dict[str, pd.DataFrame] = {}
+    quarantined: dict[str, pd.DataFrame] = {}
+    extracted: dict[str, pd.Series] = {}     # every task id each raw table holds, before validation
     outcomes: dict[str, TableOutcome] = {}
     for table, suite in suites.items():
         path = raw / f"{table}.parquet"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run `scoutless extract` first")
         frame = pd.read_parquet(path).reset_index(drop=True)
         if table == "labels":
             frame = labels_from_jobs(frame, frames["jobs"], params.extract.jedi)
         outcome = validate_table(frame, suite, table)
         good, bad = split_bad_rows(frame, outcome)
-        frames[table], outcomes[table] = good, outcome
-        write_parquet(bad, quarantine / f"{table}.parquet")
-        log.info("%s: %s rows, %s quarantined", table, outcome.rows, outcome.bad_rows)
+        frames[table], outcomes[table], quarantined[table] = good, outcome, bad
+        extracted[table] = frame["jeditaskid"]
 
-    # A task is usable for training only if its row and its label both passed; a job only if its task did.
-    frames["labels"] = frames["labels"][frames["labels"]["jeditaskid"].isin(frames["tasks"]["jeditaskid"])]
-    frames["jobs"] = frames["jobs"][frames["jobs"]["jeditaskid"].isin(frames["labels"]["jeditaskid"])]
+    # A task is usable for training only if its row and its label both passed; a job only if its label did.
+    for table, partner in (("labels", "tasks"), ("jobs", "labels")):
+        frames[table], orphans = quarantine_orphans(frames[table], partner, frames[partner]["jeditaskid"],
+                                                    extracted[partner], outcomes[table])
+        quarantined[table] = pd.concat([quarantined[table], orphans])
+    for table, outcome in outcomes.items():
+        write_parquet(quarantined[table], quarantine / f"{table}.parquet")
+        log.info("%s: %s rows, %s quarantined, %s more for want of a partner", table, outcome.rows,
+                 outcome.bad_rows, outcome.orphans)
 
     reports.mkdir(parents=True, exist_ok=True)
     summaries = {table: outcome.summary() for table, outcome in outcomes.items()}
@@ -205,10 +252,12 @@ def run_validate(params: Params) -> ValidateSummary:
                              {table: pd.read_parquet(quarantine / f"{table}.parquet") for table in outcomes})
     for outcome in outcomes.values():
         enforce(outcome, settings)
+    build = build_dir(validated)   # the validated tables are swapped in together, never some of each run
     for table, frame in frames.items():
-        write_parquet(frame, validated / f"{table}.parquet")
+        write_parquet(frame, build / f"{table}.parquet")
+    replace_dir(build, validated)
     return ValidateSummary(
-        tables={t: {"rows": o.rows, "quarantined": o.bad_rows, "bad_fraction": round(o.bad_fraction, 5)}
-                for t, o in outcomes.items()},
+        tables={t: {"rows": o.rows, "quarantined": o.bad_rows, "without_partner": o.orphans,
+                    "bad_fraction": round(o.bad_fraction, 5)} for t, o in outcomes.items()},
         report=str(html),
     )

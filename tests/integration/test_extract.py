@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -249,6 +253,80 @@ def test_connection_errors_are_retried(project, monkeypatch):
     monkeypatch.setattr(source, "tasks", flaky_tasks)
     summary = extract_module.extract(params, source, project / "raw", progress=False)
     assert failures and summary.tasks_total == 3
+
+
+def test_only_failures_of_the_connection_are_retried(project):
+    import psycopg
+    import pymysql
+
+    engine = sa.create_engine(f"sqlite:///{project / 'a.sqlite'}")
+    with pytest.raises(sa.exc.OperationalError) as no_table, engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM jedi_tasks"))
+    assert not extract_module.connection_lost(no_table.value)  # an SQL error, though SQLite calls it operational
+    lost = [
+        sa.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked")),
+        psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+        psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly"),
+        psycopg.InterfaceError("the connection is closed"),
+        pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+        pymysql.err.InterfaceError(0, ""),
+    ]
+    not_lost = [
+        psycopg.errors.UndefinedColumn('column "maxpss" does not exist'),
+        pymysql.err.OperationalError(1045, "Access denied for user"),
+        pymysql.err.ProgrammingError(1146, "Table 'test.jedi_tasks' doesn't exist"),
+        ValueError("not a driver error"),
+    ]
+    assert [extract_module.connection_lost(exc) for exc in lost] == [True] * len(lost)
+    assert [extract_module.connection_lost(exc) for exc in not_lost] == [False] * len(not_lost)
+
+
+def test_an_extraction_survives_terminated_backends_with_the_same_output(postgres_url, project, caplog):
+    """pg_terminate_backend on the extraction's backend while it streams a COPY, twice: the reads are retried
+    from the chunk that failed and the outputs equal those of an uncut run."""
+    from scoutless.simulator.stage import run_simulate
+
+    params = params_for(project, postgres_url, chunk_tasks=20, retry_wait_seconds=0)
+    run_simulate(params.model_copy(update={"simulate": params.simulate.model_copy(update={"tasks": 600})}),
+                 progress=False)
+    clean = params_for(project, postgres_url, raw=project / "clean", chunk_tasks=20)
+    run_extract(clean, progress=False)
+
+    terminated, done = [], threading.Event()
+
+    def terminate_two_copies() -> None:
+        """Hold a lock on the job table, so that the extraction's next COPY of it waits inside the statement,
+        and terminate that backend there; twice. Each cut lands mid-COPY, whatever the timing."""
+        watcher = sa.create_engine(postgres_url)
+        with watcher.connect() as conn:
+            while len(terminated) < 2 and not done.is_set():
+                with conn.begin():
+                    conn.execute(sa.text("LOCK TABLE jobsarchived4 IN ACCESS EXCLUSIVE MODE"))
+                    while not done.is_set():
+                        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))  # else one view per transaction
+                        pid = conn.execute(sa.text(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND query LIKE 'COPY (%'")).scalar()
+                        if pid:
+                            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                            terminated.append(pid)
+                            break
+                        time.sleep(0.01)
+        watcher.dispose()
+
+    cutter = threading.Thread(target=terminate_two_copies)
+    caplog.set_level(logging.WARNING, logger="scoutless.archive.extract")
+    cutter.start()
+    try:
+        run_extract(params, progress=False)
+    finally:
+        done.set()
+        cutter.join()
+    assert len(terminated) == 2
+    retries = [r.getMessage() for r in caplog.records if "archive read failed" in r.getMessage()]
+    assert len(retries) == 2 and all("AdminShutdown" in line for line in retries), retries
+    for name in ("tasks", "labels", "jobs", "rejected"):
+        pd.testing.assert_frame_equal(read(params, name), read(clean, name))
 
 
 def test_bigpanda_json_dump_gives_the_same_labels(project):
