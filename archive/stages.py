@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from scoutless.archive.extract import ExtractSummary, extract
 from scoutless.archive.schema import panda_schema
 from scoutless.archive.sources import BigpandaDump, Source, SqlSource
-from scoutless.params import Params
+from scoutless.params import Params, archive_password
 from scoutless.paths import resolve, resolve_sqlite_url
 
 
@@ -18,9 +18,17 @@ def open_source(params: Params, jobs_json: Path | None = None) -> Source:
     target = params.archive.url
     if target.endswith(".json"):
         return BigpandaDump(resolve(target), resolve(jobs_json) if jobs_json else None)
-    engine = sa.create_engine(resolve_sqlite_url(target), pool_pre_ping=True)
+    engine = sa.create_engine(archive_url(params), pool_pre_ping=True)
     schema = panda_schema(params.archive.schema_name, params.archive.archive_schema)
     return SqlSource(engine, schema, tuple(params.archive.job_tables))
+
+
+def archive_url(params: Params) -> sa.URL:
+    """archive.url to connect with: relative SQLite paths anchored at the project, the password (which params
+    never hold) from the environment or archive.password_file."""
+    url = sa.engine.make_url(resolve_sqlite_url(params.archive.url))
+    password = archive_password(params)
+    return url.set(password=password) if password is not None else url
 
 
 def run_extract(params: Params, jobs_json: Path | None = None, full: bool = False,

@@ -43,8 +43,12 @@ def _setup_logging() -> None:
 
 
 def _params(archive: str | None = None):
-    from scoutless.params import ParamsError, load_params
+    from scoutless.params import ARCHIVE_PASSWORD_ENV, ARCHIVE_URL_ENV, ParamsError, load_params, split_password
 
+    if archive and split_password(archive)[1] is not None:
+        typer.echo(f"warning: a password in --archive is visible to every user of this machine (ps); give it in "
+                   f"${ARCHIVE_PASSWORD_ENV} or archive.password_file, or the whole URL in ${ARCHIVE_URL_ENV}",
+                   err=True)
     try:
         return load_params(archive_url=archive)
     except ParamsError as exc:
@@ -266,8 +270,10 @@ def run(
     missing), then record the stages it ran in dvc.lock."""
     from scoutless.flows.pipeline import pipeline_flow
 
-    _params(archive)   # a bad params.yaml is reported before Prefect starts
-    result = pipeline_flow(archive=archive, full_extract=full)
+    params = _params(archive)   # a bad params.yaml is reported before Prefect starts
+    # The flow's parameters are stored by Prefect: the URL goes without its password (load_params kept that in
+    # the environment, where the flow's stages read it).
+    result = pipeline_flow(archive=params.archive.url if archive else None, full_extract=full)
     versioned = result["versioned"]
     if versioned["versioned"]:
         typer.echo(f"versioned in dvc.lock{' and pushed' if versioned['pushed'] else ''}: "

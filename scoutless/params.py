@@ -15,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ARCHIVE_URL_ENV = "SCOUTLESS_ARCHIVE_URL"
+# The archive's password lives only here (or in archive.password_file), never in params, flow parameters,
+# logs or DVC's records: a URL given with one is split on the way in (load_params).
+ARCHIVE_PASSWORD_ENV = "SCOUTLESS_ARCHIVE_PASSWORD"
 PROJECT_DIR_ENV = "SCOUTLESS_PROJECT_DIR"
 # The archive that ships with the project: simulated on first use (`scoutless run`).
 EMBEDDED_ARCHIVE_URL = "sqlite:///data/archive/panda.sqlite"
@@ -32,8 +35,19 @@ class ArchiveParams(Section):
     schema_name: str | None = Field(default=None, alias="schema")
     archive_schema: str | None = None
     job_tables: list[str] = ["jobsarchived4", "jobsarchived"]
+    # A file holding the archive's password (relative to the project; keep it out of git and DVC), read when
+    # $SCOUTLESS_ARCHIVE_PASSWORD is unset.
+    password_file: str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("url")
+    @classmethod
+    def no_password(cls, url: str) -> str:
+        if _password_of(url):
+            raise ValueError(f"holds a password, which DVC would record in dvc.lock: remove it and set "
+                             f"${ARCHIVE_PASSWORD_ENV} or archive.password_file")
+        return url
 
     @field_validator("job_tables")
     @classmethod
@@ -318,6 +332,41 @@ def project_dir() -> Path:
     raise ParamsError(f"no params.yaml in {here} or its parents (set {PROJECT_DIR_ENV})")
 
 
+def _password_of(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except ArgumentError:   # not a SQLAlchemy URL (a bigpanda .json dump): no password in it
+        return None
+    return None if password is None else str(password)
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """(the URL without its password, the password or None)."""
+    from sqlalchemy.engine import make_url
+
+    password = _password_of(url)
+    if password is None:
+        return url, None
+    return make_url(url)._replace(password=None).render_as_string(hide_password=False), password
+
+
+def archive_password(params: Params) -> str | None:
+    """The archive's password: $SCOUTLESS_ARCHIVE_PASSWORD, else archive.password_file, else none."""
+    if os.environ.get(ARCHIVE_PASSWORD_ENV):
+        return os.environ[ARCHIVE_PASSWORD_ENV]
+    if params.archive.password_file:
+        path = Path(params.archive.password_file)
+        path = path if path.is_absolute() else project_dir() / path
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ParamsError(f"archive.password_file: cannot read {path}: {exc.strerror}") from exc
+    return None
+
+
 def load_params(path: Path | None = None, archive_url: str | None = None) -> Params:
     """Read and validate params.yaml; the archive URL comes from the argument, then the env, then the file."""
     path = path or project_dir() / "params.yaml"
@@ -327,6 +376,9 @@ def load_params(path: Path | None = None, archive_url: str | None = None) -> Par
         raise ParamsError(f"cannot read {path}: {exc}") from exc
     url = archive_url or os.environ.get(ARCHIVE_URL_ENV)
     if url:
+        url, password = split_password(url)
+        if password is not None:   # from the command line or the environment: kept in the environment only
+            os.environ[ARCHIVE_PASSWORD_ENV] = password
         raw.setdefault("archive", {})["url"] = url
     try:
         return Params.model_validate(raw)

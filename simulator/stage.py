@@ -8,7 +8,7 @@ import shutil
 import sqlalchemy as sa
 
 from scoutless.archive.schema import panda_schema
-from scoutless.archive.stages import sqlite_file
+from scoutless.archive.stages import archive_url, sqlite_file
 from scoutless.params import Params
 from scoutless.simulator.world import SimulationSummary, simulate_archive, simulate_window
 
@@ -41,7 +41,7 @@ def run_simulate(params: Params, tasks: int | None = None, seed: int | None = No
 
     target = sqlite_file(url)
     if target is None:
-        return simulate(sa.create_engine(url))
+        return simulate(sa.create_engine(archive_url(params)))
     if window and not target.exists():
         raise FileNotFoundError(f"no archive at {target} to append a window to: simulate it first")
     partial = target.with_name(f".{target.name}.partial")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -158,3 +160,23 @@ def served_project(tmp_path_factory, prefect_harness) -> Iterator[Path]:
 
         pipeline_flow(version=False)
         yield root
+
+
+def tracked_copy(root: Path, remote: Path, run: Callable[[list[str], Path], str]) -> Path:
+    """The project's tracked files in `root`, as a fresh git repository with a DVC remote at `remote`, set for
+    a small archive (400 tasks, one backtest origin). `run(cmd, cwd)` runs a command and fails the test if it
+    fails."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for name in tracked.splitlines():
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["simulate"]["tasks"] = 400
+    params["backtest"]["origins"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], root)
+    run(["dvc", "remote", "add", "--local", "-d", "-f", "local", str(remote)], root)
+    return root

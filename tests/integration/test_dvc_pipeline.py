@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import yaml
 
 from scoutless.params import TARGETS
-from tests.conftest import REPO
+from tests.conftest import tracked_copy
 
 pytestmark = pytest.mark.slow
 
@@ -31,21 +31,7 @@ def run(cmd: list[str], cwd: Path) -> str:
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory) -> Path:
     """The tracked files of the project, as a fresh git repository, with a small archive."""
-    root = tmp_path_factory.mktemp("project")
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for name in tracked.splitlines():
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["simulate"]["tasks"] = 400
-    params["backtest"]["origins"] = 1
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], root)
-    run(["dvc", "remote", "add", "--local", "-d", "-f", "local", str(tmp_path_factory.mktemp("remote"))], root)
-    return root
+    return tracked_copy(tmp_path_factory.mktemp("project"), tmp_path_factory.mktemp("remote"), run)
 
 
 def status(root: Path) -> dict[str, list[str]]:
