@@ -297,6 +297,9 @@ class BacktestParams(Section):
 
 class ServingParams(Section):
     max_batch: Annotated[int, Field(gt=0)] = 1000   # tasks in one POST /predict; more is a 400
+    # bytes of one POST /predict body, refused with a 413 before it is parsed (a batch of max_batch whole
+    # jedi_tasks rows is well under this)
+    max_request_bytes: Annotated[int, Field(gt=0)] = 8 * 2**20
     port: Annotated[int, Field(gt=0, lt=65536)] = 3000
 
 

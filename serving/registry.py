@@ -64,8 +64,9 @@ def register_promoted(params: Params) -> dict[str, str]:
             metrics = {k: v for k, v in info["test_metrics"].items() if isinstance(v, int | float)}
             with bentoml.models.create(tag, labels=labels, metadata={"version": info["version"], **metrics}) as model:
                 shutil.copytree(folder, model.path, dirs_exist_ok=True)
-                # What the service needs beyond the model: the batch limit, from params.yaml.
-                write_json(Path(model.path) / SERVICE_CONFIG, params.serving.model_dump())
+                # What the service needs beyond the model: its limits, from params.yaml.
+                write_json(Path(model.path) / SERVICE_CONFIG,
+                           {**params.serving.model_dump(), "max_corecount": params.validation.max_corecount})
                 pause_point(f"register:{target}")
             finished.append(tag)
             write_json(home / REGISTERED_FILE, finished)

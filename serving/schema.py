@@ -10,28 +10,40 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 INPUT_DATASET_TYPES = ("input", "pseudo_input")
+EXACT_INTEGERS = 2**53   # the integers every JSON reader holds exactly
+
+
+def _not_a_boolean(value):
+    """JSON's true and false are not counts (pydantic would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number is required, not a boolean")
+    return value
+
+
+# A count, an id or a size: a whole number from 0 up to what JSON carries exactly.
+Count = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, lt=EXACT_INTEGERS)]
 
 
 class Dataset(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: str
-    nfiles: NonNegativeInt | None = None
-    nevents: NonNegativeInt | None = None
+    nfiles: Count | None = None
+    nevents: Count | None = None
     datasetname: str | None = None
 
 
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    jeditaskid: int | None = None
+    jeditaskid: Count | None = None
     taskname: Annotated[str, Field(min_length=1)]
     prodsourcelabel: Annotated[str, Field(min_length=1)]
     processingtype: Annotated[str, Field(min_length=1)]
-    corecount: NonNegativeInt
+    corecount: Count   # at most validation.max_corecount (check_limits: the bound is the trained one)
     transpath: str | None = None
     transhome: str | None = None
     transuses: str | None = None
@@ -41,12 +53,12 @@ class TaskSpec(BaseModel):
     username: str | None = None
     tasktype: str | None = None
     creationdate: datetime | None = None
-    baseramcount: NonNegativeInt | None = None
-    basewalltime: NonNegativeInt | None = None
-    cpuefficiency: Annotated[int, Field(ge=0, le=100)] | None = None
-    total_nfiles: NonNegativeInt | None = None
-    total_nevents: NonNegativeInt | None = None
-    n_input_datasets: NonNegativeInt | None = None
+    baseramcount: Count | None = None
+    basewalltime: Count | None = None
+    cpuefficiency: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=100)] | None = None
+    total_nfiles: Count | None = None
+    total_nevents: Count | None = None
+    n_input_datasets: Count | None = None
     datasets: list[Dataset] | None = None
     # The task parameter map as JEDI keeps it (JEDI_TaskParams.taskParams: an object, or its JSON text): its
     # coreCount, baseRamCount, baseWalltime and cpuEfficiency are what the task was submitted with, and win.
@@ -67,6 +79,14 @@ class TaskSpec(BaseModel):
 
     def row(self) -> dict:
         return self.model_dump(exclude={"datasets"})
+
+
+def check_limits(tasks: list[TaskSpec], max_corecount: int) -> None:
+    """Refuse, naming the task and the field, what lies beyond what the models were trained on."""
+    for index, task in enumerate(tasks):
+        if task.corecount > max_corecount:
+            raise ValueError(f"tasks.{index}.corecount: {task.corecount} is above validation.max_corecount="
+                             f"{max_corecount}, beyond every task the models learned from")
 
 
 class TargetPrediction(BaseModel):

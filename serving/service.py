@@ -15,7 +15,8 @@ from fastapi import FastAPI
 
 from scoutless.params import TARGETS
 from scoutless.serving.registry import SERVICE_CONFIG, model_name
-from scoutless.serving.schema import TaskSpec
+from scoutless.serving.request_gate import DEFAULT_MAX_BYTES, LIMITS, RequestGate
+from scoutless.serving.schema import TaskSpec, check_limits
 from scoutless.telemetry import disable_telemetry
 
 disable_telemetry()
@@ -39,7 +40,9 @@ class Scoutless:
         folders = [Path(getattr(self, target).path) for target in TARGETS]
         history = os.environ.get(HISTORY_DIR_ENV)
         self.predictor = Predictor.from_folders(folders, Path(history) if history else None)
-        self.max_batch = json.loads((folders[0] / SERVICE_CONFIG).read_text())["max_batch"]
+        config = json.loads((folders[0] / SERVICE_CONFIG).read_text())
+        self.max_batch, self.max_corecount = config["max_batch"], config.get("max_corecount")
+        LIMITS["max_request_bytes"] = config.get("max_request_bytes", DEFAULT_MAX_BYTES)
 
     @info_app.get("/")
     def metadata(self) -> dict:
@@ -55,4 +58,12 @@ class Scoutless:
         if len(tasks) > self.max_batch:
             raise bentoml.exceptions.InvalidArgument(
                 f"tasks: {len(tasks)} tasks exceed the batch limit of {self.max_batch} (serving.max_batch)")
+        if self.max_corecount is not None:
+            try:
+                check_limits(tasks, self.max_corecount)
+            except ValueError as exc:
+                raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
         return self.predictor.predict(tasks).model_dump(by_alias=True)
+
+
+Scoutless.add_asgi_middleware(RequestGate)

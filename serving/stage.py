@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from scoutless.params import Params, project_dir
 from scoutless.paths import resolve, write_json
 from scoutless.serving.registry import bentoml_env, register_in_subprocess, use_project_store
-from scoutless.serving.schema import TaskSpec
+from scoutless.serving.schema import TaskSpec, check_limits
 
 SERVICE = "scoutless.serving.service:Scoutless"
 HISTORY_DIR_ENV = "SCOUTLESS_HISTORY_DIR"   # the history artifact a served process reloads
@@ -122,6 +122,7 @@ def run_predict(params: Params, path: Path) -> dict:
     from scoutless.serving.predictor import Predictor
 
     tasks = read_tasks(path)  # bad input is reported before any model is loaded
+    check_limits(tasks, params.validation.max_corecount)
     predictor = Predictor.from_promoted(resolve(params.paths.promoted), list(params.targets),
                                         resolve(params.paths.history))
     return predictor.predict(tasks).model_dump(by_alias=True)

@@ -34,7 +34,14 @@ BAD_INPUTS = [
     (json.dumps({"tasks": [{k: v for k, v in MINIMAL.items() if k != "total_nfiles"}]}), 400, ["total_nfiles"]),
     (json.dumps({"tasks": []}), 400, ["tasks", "empty"]),
     (json.dumps({"tasks": [MINIMAL] * 1001}), 400, ["tasks", "batch limit"]),
+    (json.dumps({"tasks": [{**MINIMAL, "total_nevents": False}]}), 400, ["total_nevents", "boolean"]),
+    (json.dumps({"tasks": [{**MINIMAL, "total_nevents": 10**30}]}), 400, ["total_nevents"]),
+    (json.dumps({"tasks": [{**MINIMAL, "corecount": 2**63}]}), 400, ["corecount"]),
+    (json.dumps({"tasks": [{**MINIMAL, "corecount": 300}]}), 400, ["corecount", "max_corecount"]),
 ]
+# (content type, body): refused with a 415 before the body is parsed
+NOT_JSON = [("text/plain", json.dumps({"tasks": [MINIMAL]})), (None, json.dumps({"tasks": [MINIMAL]})),
+            ("multipart/form-data", "--x\r\n"), ("application/x-www-form-urlencoded", "tasks=1")]
 
 
 def check_answer(body: dict, presets: list[float | None]) -> None:
@@ -168,6 +175,44 @@ def test_a_real_server_refuses_bad_input_and_keeps_serving(server, body, status,
                           timeout=30)
     assert response.status_code == status, response.text
     assert all(word in response.text.lower() for word in words), response.text
+    assert httpx.post(f"{server}/predict", json={"tasks": [MINIMAL]}, timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize(("media_type", "body"), NOT_JSON, ids=[str(m) for m, _ in NOT_JSON])
+def test_only_json_is_read(client, media_type, body):
+    headers = {"content-type": media_type} if media_type else {}
+    response = client.post("/predict", content=body.encode(), headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["field"] == "content-type" and "application/json" in response.json()["detail"]
+
+
+def test_a_body_above_the_limit_is_refused_before_it_is_read(client, monkeypatch):
+    from scoutless.serving import request_gate
+
+    monkeypatch.setitem(request_gate.LIMITS, "max_request_bytes", 2000)
+    body = json.dumps({"tasks": [MINIMAL] * 20}).encode()   # above 2000 bytes
+    declared = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and "serving.max_request_bytes=2000" in declared.json()["detail"]
+
+    def chunks():   # no content-length: the gate counts what arrives
+        yield body[:1500]
+        yield body[1500:]
+
+    streamed = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413, streamed.text
+    small = client.post("/predict", json={"tasks": [MINIMAL]})
+    assert small.status_code == 200, small.text
+
+
+def test_a_real_server_refuses_a_huge_body_and_other_media_and_keeps_serving(server):
+    huge = b'{"tasks": [' + b" " * (9 * 2**20) + b"]}"
+    response = httpx.post(f"{server}/predict", content=huge, headers={"content-type": "application/json"},
+                          timeout=30)
+    assert response.status_code == 413 and response.json()["error"] == "request too large"
+    response = httpx.post(f"{server}/predict", content=json.dumps({"tasks": [MINIMAL]}),
+                          headers={"content-type": "text/plain"}, timeout=30)
+    assert response.status_code == 415
+    assert httpx.get(f"{server}/readyz", timeout=5).status_code == 200
     assert httpx.post(f"{server}/predict", json={"tasks": [MINIMAL]}, timeout=30).status_code == 200
 
 
