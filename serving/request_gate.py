@@ -1,7 +1,9 @@
-"""What POST /predict accepts before anything parses it: a JSON body of at most serving.max_request_bytes.
+"""What POST /predict accepts before anything parses it, and the one shape of its errors.
 
-An ASGI middleware: a body of another type gets a 415 and an oversized one a 413, each with the service's
-error object and one log line, without the body being read past the limit or parsed."""
+An ASGI middleware: a body that is not application/json gets a 415 and one above serving.max_request_bytes a
+413, without being read past the limit or parsed. Every error of /predict, BentoML's 400s included (a
+list for its own exceptions, pydantic's error list for a bad field), leaves as one object
+{"error", "field", "detail"} with one log line."""
 
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ class RequestGate:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, _errors_as_one_object(send, scope))
 
     @staticmethod
     async def _refuse(send, scope, status: int, error: str, field: str | None, detail: str) -> None:
@@ -74,3 +76,51 @@ class RequestGate:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
+
+
+def one_error(status: int, body: bytes) -> dict:
+    """BentoML's error body for `status` as the service's error object: the first problem, its field."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return {"error": f"HTTP {status}", "field": None, "detail": body.decode("utf-8", "replace")[:500]}
+    if isinstance(payload, list):   # BentoML's own exceptions come as a one-element list
+        payload = payload[0] if payload and isinstance(payload[0], dict) else {"error": str(payload)}
+    problems = payload.get("detail")
+    if isinstance(problems, list) and problems and isinstance(problems[0], dict):   # pydantic's errors
+        first = problems[0]
+        field = ".".join(str(part) for part in first.get("loc", ()))
+        return {"error": "invalid request", "field": field or None, "detail": first.get("msg", "")}
+    message = str(payload.get("error", ""))
+    field, _, detail = message.partition(": ")   # the service's own messages start with the field
+    if detail and " " not in field:
+        return {"error": "invalid request", "field": field, "detail": detail}
+    return {"error": "invalid request" if status < 500 else "server error", "field": None, "detail": message}
+
+
+def _errors_as_one_object(send, scope):
+    """`send`, with a 4xx/5xx response's body rewritten as the service's error object (and logged once)."""
+    held: dict = {}
+
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            held["start"], held["body"] = message, bytearray()
+            return
+        if "start" not in held:
+            await send(message)
+            return
+        held["body"] += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        status = held["start"]["status"]
+        error = one_error(status, bytes(held["body"]))
+        log.warning("refused %s %s: %s %s%s", scope["method"], scope["path"], status,
+                    f"{error['field']}: " if error["field"] else "", error["detail"])
+        payload = json.dumps(error).encode()
+        headers = [(name, value) for name, value in held["start"]["headers"]
+                   if name.lower() not in (b"content-length", b"content-type")]
+        await send({**held["start"], "headers": [*headers, (b"content-type", b"application/json"),
+                                                 (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    return sending

@@ -4,6 +4,7 @@ real `scoutless serve` (bentoml serve) process answering HTTP on a free port."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -124,6 +125,16 @@ def test_the_asgi_app_refuses_bad_input_naming_the_field(client, body, status, w
     response = client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert all(word in response.text.lower() for word in words), response.text
+    error = response.json()   # one object, whatever refused the request (BentoML, pydantic or the service)
+    assert set(error) == {"error", "field", "detail"} and error["error"] == "invalid request", error
+
+
+def test_a_refused_request_leaves_one_log_line_of_ours(client, caplog):
+    caplog.set_level(logging.WARNING, logger="scoutless.serving.request_gate")
+    client.post("/predict", content=json.dumps({"tasks": [{**MINIMAL, "corecount": "eight"}]}),
+                headers={"content-type": "application/json"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "scoutless.serving.request_gate"]
+    assert len(lines) == 1 and "400 tasks.0.corecount" in lines[0], lines
 
 
 def free_port() -> int:
