@@ -89,7 +89,12 @@ def check_limits(tasks: list[TaskSpec], max_corecount: int) -> None:
                              f"{max_corecount}, beyond every task the models learned from")
 
 
-class TargetPrediction(BaseModel):
+class Answer(BaseModel):
+    """A closed part of the response: its schema names every field, and nothing else is sent."""
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=True)
+
+
+class TargetPrediction(Answer):
     unit: str
     q50: float
     q90: float
@@ -105,10 +110,10 @@ class TargetPrediction(BaseModel):
 
 class IOPrediction(TargetPrediction):
     # JEDI's brokerage weighs tasks above 500 kB/s as I/O-intensive.
-    io_class: Literal["low", "high"] = Field(serialization_alias="class")
+    io_class: Literal["low", "high"] = Field(alias="class")
 
 
-class TaskPrediction(BaseModel):
+class TaskPrediction(Answer):
     jeditaskid: int | None
     ramcount: TargetPrediction | None = None
     cputime: TargetPrediction | None = None
@@ -118,6 +123,6 @@ class TaskPrediction(BaseModel):
     workdiskcount: TargetPrediction | None = None
 
 
-class PredictResponse(BaseModel):
+class PredictResponse(Answer):
     model_version: str
     predictions: list[TaskPrediction]

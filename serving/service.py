@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from scoutless.params import TARGETS
 from scoutless.serving.registry import SERVICE_CONFIG, model_name
 from scoutless.serving.request_gate import DEFAULT_MAX_BYTES, LIMITS, RequestGate
-from scoutless.serving.schema import TaskSpec, check_limits
+from scoutless.serving.schema import PredictResponse, TaskSpec, check_limits
 from scoutless.telemetry import disable_telemetry
 
 disable_telemetry()
@@ -50,7 +50,7 @@ class Scoutless:
         return self.predictor.metadata()
 
     @bentoml.api(route="/predict")
-    def predict(self, tasks: list[TaskSpec]) -> dict:
+    def predict(self, tasks: list[TaskSpec]) -> PredictResponse:
         """Resources for each task, in the order given, in PanDA's units, with q50/q90/q95 and the
         value JEDI should set (`request`)."""
         if not tasks:
@@ -63,7 +63,7 @@ class Scoutless:
                 check_limits(tasks, self.max_corecount)
             except ValueError as exc:
                 raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
-        return self.predictor.predict(tasks).model_dump(by_alias=True)
+        return self.predictor.predict(tasks)
 
 
 Scoutless.add_asgi_middleware(RequestGate)

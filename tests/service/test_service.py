@@ -74,7 +74,7 @@ def service_class(served_project):
 def test_the_service_class_answers_directly(service_class):
     service = service_class()
     tasks = [TaskSpec(**EXAMPLE["tasks"][0]), TaskSpec(**MINIMAL)]
-    body = service.predict(tasks)
+    body = service.predict(tasks).model_dump()   # the response model, dumped as the service sends it
     check_answer(body, [EXAMPLE_PRESET, None])
     assert body["predictions"][0]["jeditaskid"] == EXAMPLE["tasks"][0]["jeditaskid"]
     assert set(service.metadata()["targets"]) == set(TARGETS)
@@ -83,7 +83,7 @@ def test_the_service_class_answers_directly(service_class):
 def test_unknown_categories_still_get_a_prediction(service_class):
     novel = TaskSpec(**{**MINIMAL, "processingtype": "quantum-sim", "transhome": "NewFramework-99.1.2",
                         "transpath": "Never_tf.py", "campaign": "MC99"})
-    check_answer(service_class().predict([novel]), [None])
+    check_answer(service_class().predict([novel]).model_dump(), [None])
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,22 @@ def test_the_asgi_app_refuses_bad_input_naming_the_field(client, body, status, w
     assert all(word in response.text.lower() for word in words), response.text
     error = response.json()   # one object, whatever refused the request (BentoML, pydantic or the service)
     assert set(error) == {"error", "field", "detail"} and error["error"] == "invalid request", error
+
+
+def test_the_answer_has_a_closed_schema_that_it_keeps(client):
+    """The OpenAPI schema of a 200 names every field and allows no other; the answer sends exactly those."""
+    spec = client.get("/docs.json").json()
+    schemas = spec["components"]["schemas"]
+    response = spec["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    for schema in (response, *(schemas[name] for name in ("TaskPrediction", "TargetPrediction", "IOPrediction"))):
+        assert schema["additionalProperties"] is False, schema["title"]
+    assert "class" in schemas["IOPrediction"]["properties"]
+    answer = client.post("/predict", json=EXAMPLE).json()
+    assert set(answer) <= set(response["properties"])
+    prediction = answer["predictions"][0]
+    assert set(prediction) <= set(schemas["TaskPrediction"]["properties"])
+    assert set(prediction["iointensity"]) <= set(schemas["IOPrediction"]["properties"])
+    assert set(prediction["ramcount"]) <= set(schemas["TargetPrediction"]["properties"])
 
 
 def test_a_refused_request_leaves_one_log_line_of_ours(client, caplog):
