@@ -27,6 +27,8 @@ def archive_url(params: Params) -> sa.URL:
     """archive.url to connect with: relative SQLite paths anchored at the project, the password (which params
     never hold) from the environment or archive.password_file."""
     url = sa.engine.make_url(resolve_sqlite_url(params.archive.url))
+    if url.get_backend_name() == "sqlite":   # a file: no password to give
+        return url
     password = archive_password(params)
     return url.set(password=password) if password is not None else url
 

@@ -32,13 +32,17 @@ def test_a_password_in_params_yaml_is_refused_naming_where_it_goes(project):
 def test_a_password_given_with_the_url_is_kept_in_the_environment_only(project, monkeypatch):
     from scoutless.archive.stages import archive_url
 
-    monkeypatch.delenv(ARCHIVE_PASSWORD_ENV, raising=False)
+    # set, then removed: the teardown then restores the variable as it was before, whatever load_params sets
+    monkeypatch.setenv(ARCHIVE_PASSWORD_ENV, "before")
+    monkeypatch.delenv(ARCHIVE_PASSWORD_ENV)
     params = load_params(archive_url=f"postgresql+psycopg://panda:{PLANTED}@db.example:5432/panda")
     assert params.archive.url == "postgresql+psycopg://panda@db.example:5432/panda"
     assert os.environ[ARCHIVE_PASSWORD_ENV] == PLANTED
     assert archive_url(params).password == PLANTED
 
     monkeypatch.delenv(ARCHIVE_PASSWORD_ENV)
+    assert archive_url(params.model_copy(update={"archive": params.archive.model_copy(
+        update={"url": "sqlite:///a.sqlite"})})).password is None   # a file takes no password
     (project / "archive.password").write_text(PLANTED + "\n")
     from_file = params.model_copy(update={"archive": params.archive.model_copy(
         update={"password_file": "archive.password"})})
