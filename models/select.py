@@ -103,12 +103,13 @@ def keep(target: str, promoted_root: Path, promotion: str, build: Path) -> dict:
     return info
 
 
-def gate(target: str, winner: tuple[str, dict], winner_test: dict, features: pd.DataFrame, jobs: pd.DataFrame,
-         params: Params, test_origin: pd.Timestamp) -> tuple[bool, str, tuple[str, dict] | None, dict | None]:
-    """(promote the winner?, why, the promoted configuration, its test metrics). The promoted configuration
-    is trained by the same protocol as the winner, as of `test_origin`, and scored on the same test window."""
+def gate(target: str, current: dict | None, winner: tuple[str, dict], winner_test: dict, features: pd.DataFrame,
+         jobs: pd.DataFrame, params: Params,
+         test_origin: pd.Timestamp) -> tuple[bool, str, tuple[str, dict] | None, dict | None]:
+    """(promote the winner?, why, the promoted configuration, its test metrics). `current` is the target's
+    promotion.json (None: nothing promoted). The promoted configuration is trained by the same protocol as the
+    winner, as of `test_origin`, and scored on the same test window."""
     folder = resolve(params.paths.promoted) / target
-    current = promoted_infos(folder.parent).get(target)   # a promotion with a folder gone raises, never skips
     if current is None:
         return True, "nothing promoted yet", None, None
     try:
@@ -147,7 +148,7 @@ def run_select(params: Params) -> dict:
     # The next promotion is written whole beside the current one and swapped in as one step: a reader sees
     # one promotion or the other, never some targets of each.
     promoted_root = resolve(params.paths.promoted)
-    promoted_infos(promoted_root)   # a damaged promotion stops the stage here, before any work
+    current = promoted_infos(promoted_root)   # a damaged promotion stops the stage here: the gate never skips
     promotion = f"{datetime.now(UTC):%Y%m%dt%H%M%S}-{uuid.uuid4().hex[:6]}"
     build = build_dir(promoted_root)
     for target in params.targets:
@@ -156,8 +157,8 @@ def run_select(params: Params) -> dict:
         winner = choose_winner(metrics, metric)
         all_metrics[target], winners[target] = metrics, winner
         configuration = stored_configuration(resolve(params.paths.models) / target / winner)
-        accepted, why, promoted, promoted_test = gate(target, configuration, metrics[winner], features, jobs,
-                                                      params, test_origin)
+        accepted, why, promoted, promoted_test = gate(target, current.get(target), configuration, metrics[winner],
+                                                      features, jobs, params, test_origin)
         if accepted:
             info = promote(target, configuration, params, features, jobs, snapshot, now, metrics[winner], promotion,
                            build / target)

@@ -47,14 +47,13 @@ def pause_point(step: str) -> None:
             time.sleep(60)
 
 
-def _remove_leftovers(target: Path, keep: Path | None = None) -> None:
+def _remove_leftovers(target: Path) -> None:
     """What a killed run left beside `target`: its temporary files and build folders (`.<name>.*`)."""
     for leftover in target.parent.glob(f".{target.name}.*"):
-        if leftover != keep:
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 @contextmanager

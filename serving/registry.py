@@ -73,9 +73,14 @@ def register_promoted(params: Params) -> dict[str, str]:
         tags[target] = tag
     for tag in tags.values():   # a promotion restored from DVC was registered before: it is latest again
         name, version = tag.split(":")
-        with atomic_path(home / "models" / name / "latest") as tmp:
-            tmp.write_text(version)
+        _point_latest(home / "models" / name, version)
     return tags
+
+
+def _point_latest(model_dir: Path, version: str) -> None:
+    """Make `version` the one BentoML resolves `<name>:latest` to (its `latest` file, written whole)."""
+    with atomic_path(model_dir / "latest") as tmp:
+        tmp.write_text(version)
 
 
 def remove_unfinished_registrations(home: Path) -> list[str]:
@@ -93,7 +98,7 @@ def remove_unfinished_registrations(home: Path) -> list[str]:
         if latest.exists() and not (name / latest.read_text().strip()).is_dir():
             versions = [tag.split(":", 1)[1] for tag in finished if tag.split(":", 1)[0] == name.name]
             if versions:
-                latest.write_text(versions[-1])
+                _point_latest(name, versions[-1])
             else:
                 latest.unlink()
     scratch = scratch_dir(home)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -180,3 +184,31 @@ def tracked_copy(root: Path, remote: Path, run: Callable[[list[str], Path], str]
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], root)
     run(["dvc", "remote", "add", "--local", "-d", "-f", "local", str(remote)], root)
     return root
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, what: str, output: Callable[[], str],
+                       timeout: float = 120, interval: float = 0.5) -> None:
+    """Poll `url` until it answers 200; fail the test, with the tail of `output()`, when `process` ends first
+    or `timeout` seconds pass (then its process group, started with start_new_session, is killed first, so that
+    reading its output cannot hang)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"{what} ended before it answered at {url}:\n{output()[-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            pytest.fail(f"{what} did not answer at {url} within {timeout:.0f} s:\n{output()[-3000:]}")
+        time.sleep(interval)

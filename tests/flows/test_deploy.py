@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,10 @@ import httpx
 import pytest
 import yaml
 
+from tests.conftest import free_port, wait_until_answers
+
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -39,7 +34,7 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict]]:
     """`prefect server start` on 127.0.0.1 with a database of its own; yields its API URL and an environment."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
@@ -47,16 +42,8 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict]]:
     server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the Prefect server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(1)
+        wait_until_answers(f"{url}/health", server, "the Prefect server", (tmp_path / "server.log").read_text,
+                           interval=1)
         yield url, {**env, "PREFECT_API_URL": url}
     finally:
         _stop(server)

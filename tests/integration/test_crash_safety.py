@@ -21,9 +21,8 @@ import pytest
 
 from scoutless.paths import PAUSE_ENV, PAUSED_FILE
 from tests.archive_builder import ArchiveBuilder
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, free_port, wait_until_answers, write_params
 from tests.integration.test_extract import fill
-from tests.service.test_service import free_port
 
 pytestmark = pytest.mark.slow
 SCOUTLESS = str(Path(sys.executable).with_name("scoutless"))
@@ -119,16 +118,7 @@ def served_promotion(project: Path) -> dict:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"scoutless serve did not start: {process.stdout.read().decode()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_answers(f"{url}/readyz", process, "scoutless serve", lambda: process.stdout.read().decode())
         metadata = httpx.get(f"{url}/metadata", follow_redirects=True, timeout=10).json()
         task = json.loads((REPO / "examples" / "task.json").read_text())
         answer = httpx.post(f"{url}/predict", json=task, timeout=30)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,7 @@ import pytest
 
 from scoutless.params import TARGETS, JediParams, Params
 from scoutless.serving.schema import TaskSpec
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, wait_until_answers
 
 pytestmark = pytest.mark.slow
 
@@ -153,12 +151,6 @@ def test_a_refused_request_leaves_one_log_line_of_ours(client, caplog):
     assert len(lines) == 1 and "400 tasks.0.corecount" in lines[0], lines
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(served_project):
     """`scoutless serve` as an operator starts it: a real bentoml serve process on 127.0.0.1."""
@@ -168,19 +160,7 @@ def server(served_project):
                                env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"scoutless serve exited: {process.stdout.read().decode()[-3000:]}")
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("scoutless serve was not ready within 120 s")
+    wait_until_answers(f"{url}/readyz", process, "scoutless serve", lambda: process.stdout.read().decode())
     yield url
     # SIGTERM to the server alone, as an operator stops it: it must stop its workers itself (the session's
     # end fails the run on any process left behind)
