@@ -13,7 +13,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 INPUT_DATASET_TYPES = ("input", "pseudo_input")
-EXACT_INTEGERS = 2**53   # the integers every JSON reader holds exactly
+# The largest of the integers every JSON reader holds exactly (a bound, not exclusiveMaximum, which OpenAPI
+# 3.0 reads as a boolean).
+MAX_EXACT_INTEGER = 2**53 - 1
 
 
 def _not_a_boolean(value):
@@ -23,8 +25,16 @@ def _not_a_boolean(value):
     return value
 
 
-# A count, an id or a size: a whole number from 0 up to what JSON carries exactly.
-Count = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, lt=EXACT_INTEGERS)]
+def _a_text_date(value):
+    """A date is ISO 8601 text, as the schema says (pydantic would also read a number as a Unix time)."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("an ISO 8601 date-time text is required, e.g. 2026-11-30T12:00:00")
+    return value
+
+
+# A count, an id or a size: a whole number (not its text, not a boolean) from 0 up to what JSON carries
+# exactly. The bounds come before the validator so that the OpenAPI states them (minimum, maximum).
+Count = Annotated[int, Field(ge=0, le=MAX_EXACT_INTEGER, strict=True), BeforeValidator(_not_a_boolean)]
 
 
 class Dataset(BaseModel):
@@ -36,8 +46,16 @@ class Dataset(BaseModel):
     datasetname: str | None = None
 
 
+# What `input_totals` requires, said in the schema: both totals, or a datasets list.
+INPUT_TOTALS_SCHEMA = {"anyOf": [
+    {"required": ["total_nfiles", "total_nevents"],
+     "properties": {"total_nfiles": {"type": "integer"}, "total_nevents": {"type": "integer"}}},
+    {"required": ["datasets"], "properties": {"datasets": {"type": "array"}}},
+]}
+
+
 class TaskSpec(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=INPUT_TOTALS_SCHEMA)
 
     jeditaskid: Count | None = None
     taskname: Annotated[str, Field(min_length=1)]
@@ -52,10 +70,10 @@ class TaskSpec(BaseModel):
     gshare: str | None = None
     username: str | None = None
     tasktype: str | None = None
-    creationdate: datetime | None = None
+    creationdate: Annotated[datetime | None, BeforeValidator(_a_text_date)] = None
     baseramcount: Count | None = None
     basewalltime: Count | None = None
-    cpuefficiency: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=100)] | None = None
+    cpuefficiency: Annotated[int, Field(ge=0, le=100, strict=True), BeforeValidator(_not_a_boolean)] | None = None
     total_nfiles: Count | None = None
     total_nevents: Count | None = None
     n_input_datasets: Count | None = None
@@ -126,3 +144,11 @@ class TaskPrediction(Answer):
 class PredictResponse(Answer):
     model_version: str
     predictions: list[TaskPrediction]
+
+
+class ErrorObject(Answer):
+    """Every refusal of POST /predict: what went wrong, the field it names (None for the request as a
+    whole, e.g. its size), and a sentence saying what to send instead."""
+    error: str
+    field: str | None
+    detail: str

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from scoutless.params import TARGETS
 from scoutless.serving.registry import SERVICE_CONFIG, model_name
-from scoutless.serving.request_gate import DEFAULT_MAX_BYTES, LIMITS, RequestGate
+from scoutless.serving.request_gate import DEFAULT_MAX_BYTES, LIMITS, RequestGate, quiet_client_error_tracebacks
 from scoutless.serving.schema import PredictResponse, TaskSpec, check_limits
 from scoutless.telemetry import disable_telemetry
 
@@ -42,7 +42,9 @@ class Scoutless:
         self.predictor = Predictor.from_folders(folders, Path(history) if history else None)
         config = json.loads((folders[0] / SERVICE_CONFIG).read_text())
         self.max_batch, self.max_corecount = config["max_batch"], config.get("max_corecount")
-        LIMITS["max_request_bytes"] = config.get("max_request_bytes", DEFAULT_MAX_BYTES)
+        quiet_client_error_tracebacks()
+        LIMITS.update(max_request_bytes=config.get("max_request_bytes", DEFAULT_MAX_BYTES),
+                      max_batch=self.max_batch, max_corecount=self.max_corecount)
 
     @info_app.get("/")
     def metadata(self) -> dict:

@@ -98,6 +98,12 @@ def run_serve(params: Params, port: int | None = None) -> NoReturn:
     os.execv(bentoml, [bentoml, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)])
 
 
+def _cell(value):
+    """A table's cell as JSON would carry it: a column of counts with a gap is float in CSV and Parquet, and
+    its whole numbers are counts again (the schema takes no 8.0 for 8)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def read_tasks(path: Path) -> list[TaskSpec]:
     """Tasks from JSON (a list, or {"tasks": [...]}), CSV or Parquet; a bad row names its index and field."""
     if path.suffix == ".json":
@@ -109,7 +115,7 @@ def read_tasks(path: Path) -> list[TaskSpec]:
         records = pd.read_parquet(path).to_dict(orient="records")
     else:
         raise ValueError(f"{path}: expected a .json, .csv or .parquet file of tasks")
-    records = [{k: v for k, v in r.items() if not (isinstance(v, float) and pd.isna(v))} for r in records]
+    records = [{k: _cell(v) for k, v in r.items() if not (isinstance(v, float) and pd.isna(v))} for r in records]
     try:
         return TypeAdapter(list[TaskSpec]).validate_python(records)
     except ValidationError as exc:

@@ -8,10 +8,14 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+import yaml
 
 from scoutless.params import TARGETS, JediParams, Params
 from scoutless.serving.schema import TaskSpec
@@ -37,8 +41,14 @@ BAD_INPUTS = [
     (json.dumps({"tasks": [{**MINIMAL, "total_nevents": 10**30}]}), 400, ["total_nevents"]),
     (json.dumps({"tasks": [{**MINIMAL, "corecount": 2**63}]}), 400, ["corecount"]),
     (json.dumps({"tasks": [{**MINIMAL, "corecount": 300}]}), 400, ["corecount", "max_corecount"]),
+    (json.dumps({"tasks": [{**MINIMAL, "corecount": "8"}]}), 400, ["corecount", "integer"]),   # text: not a count
+    (json.dumps({"tasks": [{**MINIMAL, "total_nfiles": 10.5}]}), 400, ["total_nfiles", "integer"]),
+    (json.dumps({"tasks": [{**MINIMAL, "creationdate": 1700000000}]}), 400, ["creationdate", "iso 8601"]),
 ]
 # (content type, body): refused with a 415 before the body is parsed
+# Schemathesis's coverage phase (every field's boundary values) sends some 250 requests more, about two minutes
+# at today's answer time; it passes too when run by hand (`st run URL/docs.json --checks all`)
+SCHEMATHESIS_PHASES = "examples,fuzzing"
 NOT_JSON = [("text/plain", json.dumps({"tasks": [MINIMAL]})), (None, json.dumps({"tasks": [MINIMAL]})),
             ("multipart/form-data", "--x\r\n"), ("application/x-www-form-urlencoded", "tasks=1")]
 
@@ -143,6 +153,28 @@ def test_the_answer_has_a_closed_schema_that_it_keeps(client):
     assert set(prediction["ramcount"]) <= set(schemas["TargetPrediction"]["properties"])
 
 
+def test_the_openapi_declares_every_refusal_and_every_bound(client, served_project):
+    """What the gate and the service enforce is in the schema a client (or a fuzzer) reads."""
+    params = Params.model_validate(yaml.safe_load((served_project / "params.yaml").read_text()))
+    spec = client.get("/docs.json").json()
+    operation = spec["paths"]["/predict"]["post"]
+    assert set(operation["responses"]) == {"200", "400", "413", "415", "500"}
+    for status in ("400", "413", "415", "500"):
+        schema = operation["responses"][status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorObject"}
+    schemas = spec["components"]["schemas"]
+    assert schemas["ErrorObject"]["required"] == ["error", "field", "detail"]
+    assert schemas["ErrorObject"]["additionalProperties"] is False
+    assert operation["requestBody"]["required"] is True
+    tasks = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["tasks"]
+    assert (tasks["minItems"], tasks["maxItems"]) == (1, params.serving.max_batch)
+    corecount = schemas["TaskSpec"]["properties"]["corecount"]
+    assert (corecount["minimum"], corecount["maximum"]) == (0, params.validation.max_corecount)
+    assert schemas["TaskSpec"]["anyOf"][0]["required"] == ["total_nfiles", "total_nevents"]
+    bounds = json.dumps(schemas["TaskSpec"])
+    assert '"ge"' not in bounds and '"lt"' not in bounds   # pydantic's names, which no OpenAPI reader knows
+
+
 def test_a_refused_request_leaves_one_log_line_of_ours(client, caplog):
     caplog.set_level(logging.WARNING, logger="scoutless.serving.request_gate")
     client.post("/predict", content=json.dumps({"tasks": [{**MINIMAL, "corecount": "eight"}]}),
@@ -151,17 +183,26 @@ def test_a_refused_request_leaves_one_log_line_of_ours(client, caplog):
     assert len(lines) == 1 and "400 tasks.0.corecount" in lines[0], lines
 
 
+@dataclass
+class Server:
+    url: str
+    log: Path   # everything the server printed
+
+
 @pytest.fixture(scope="module")
-def server(served_project):
-    """`scoutless serve` as an operator starts it: a real bentoml serve process on 127.0.0.1."""
+def server(served_project, tmp_path_factory) -> Iterator[Server]:
+    """`scoutless serve` as an operator starts it: a real bentoml serve process on 127.0.0.1, its output in a
+    file (a pipe nobody reads would stall it once full)."""
     port = free_port()
     scoutless = Path(sys.executable).with_name("scoutless")
-    process = subprocess.Popen([str(scoutless), "serve", "--port", str(port)], cwd=served_project,
-                               env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([str(scoutless), "serve", "--port", str(port)], cwd=served_project,
+                                   env=os.environ.copy(), stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    wait_until_answers(f"{url}/readyz", process, "scoutless serve", lambda: process.stdout.read().decode())
-    yield url
+    wait_until_answers(f"{url}/readyz", process, "scoutless serve", log.read_text)
+    yield Server(url, log)
     # SIGTERM to the server alone, as an operator stops it: it must stop its workers itself (the session's
     # end fails the run on any process left behind)
     process.terminate()
@@ -169,20 +210,20 @@ def server(served_project):
 
 
 def test_a_real_server_answers_the_readme_example(server):
-    response = httpx.post(f"{server}/predict", json=EXAMPLE, timeout=30)
+    response = httpx.post(f"{server.url}/predict", json=EXAMPLE, timeout=30)
     assert response.status_code == 200, response.text
     check_answer(response.json(), [EXAMPLE_PRESET])
-    metadata = httpx.get(f"{server}/metadata", follow_redirects=True, timeout=10).json()
+    metadata = httpx.get(f"{server.url}/metadata", follow_redirects=True, timeout=10).json()
     assert {t["candidate"] for t in metadata["targets"].values()} <= {"history", "mlp", "hgb", "xgboost", "default"}
 
 
 @pytest.mark.parametrize(("body", "status", "words"), BAD_INPUTS, ids=range(len(BAD_INPUTS)))
 def test_a_real_server_refuses_bad_input_and_keeps_serving(server, body, status, words):
-    response = httpx.post(f"{server}/predict", content=body, headers={"content-type": "application/json"},
+    response = httpx.post(f"{server.url}/predict", content=body, headers={"content-type": "application/json"},
                           timeout=30)
     assert response.status_code == status, response.text
     assert all(word in response.text.lower() for word in words), response.text
-    assert httpx.post(f"{server}/predict", json={"tasks": [MINIMAL]}, timeout=30).status_code == 200
+    assert httpx.post(f"{server.url}/predict", json={"tasks": [MINIMAL]}, timeout=30).status_code == 200
 
 
 @pytest.mark.parametrize(("media_type", "body"), NOT_JSON, ids=[str(m) for m, _ in NOT_JSON])
@@ -213,14 +254,46 @@ def test_a_body_above_the_limit_is_refused_before_it_is_read(client, monkeypatch
 
 def test_a_real_server_refuses_a_huge_body_and_other_media_and_keeps_serving(server):
     huge = b'{"tasks": [' + b" " * (9 * 2**20) + b"]}"
-    response = httpx.post(f"{server}/predict", content=huge, headers={"content-type": "application/json"},
+    response = httpx.post(f"{server.url}/predict", content=huge, headers={"content-type": "application/json"},
                           timeout=30)
     assert response.status_code == 413 and response.json()["error"] == "request too large"
-    response = httpx.post(f"{server}/predict", content=json.dumps({"tasks": [MINIMAL]}),
+    response = httpx.post(f"{server.url}/predict", content=json.dumps({"tasks": [MINIMAL]}),
                           headers={"content-type": "text/plain"}, timeout=30)
     assert response.status_code == 415
-    assert httpx.get(f"{server}/readyz", timeout=5).status_code == 200
-    assert httpx.post(f"{server}/predict", json={"tasks": [MINIMAL]}, timeout=30).status_code == 200
+    assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    assert httpx.post(f"{server.url}/predict", json={"tasks": [MINIMAL]}, timeout=30).status_code == 200
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
+    """Every operation of the OpenAPI the server publishes, fuzzed with bounded examples, every check on: no
+    5xx, every answer (200s and refusals) in its declared schema, status and content type, schema-valid
+    requests accepted and invalid ones refused; and the server logged each refusal as one line, without a
+    traceback."""
+    before = server.log.read_text()
+    st = Path(sys.executable).with_name("st")
+    result = subprocess.run(
+        [str(st), "run", f"{server.url}/docs.json", "--checks", "all", "--phases", SCHEMATHESIS_PHASES,
+         "--max-examples", "25", "--seed", "20261201", "--request-timeout", "60", "--no-color",
+         "--generation-database", "none"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout, result.stdout[-3000:]
+    written = server.log.read_text()[len(before):]
+    assert "Traceback" not in written, written[written.index("Traceback") - 500:][:4000]
+    assert "refused POST /predict: 4" in written
+
+
+def test_predict_command_reads_a_table_whose_count_column_has_a_gap(served_project, tmp_path):
+    """In CSV a count column with an empty cell is read as floats; its whole numbers are counts again."""
+    from typer.testing import CliRunner
+
+    from scoutless.cli import app
+
+    rows = [MINIMAL, {**MINIMAL, "baseramcount": 2000}]
+    (tmp_path / "tasks.csv").write_text(pd.DataFrame(rows).to_csv(index=False))
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "tasks.csv")])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)["predictions"]) == 2
 
 
 def test_predict_command_gives_the_same_answer_without_a_server(served_project, client, tmp_path):
