@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from scoutless.archive.jedi_formulas import TASK_PRESET_COLUMNS, job_measurements, normalised_scout_values, task_values
-from scoutless.archive.layout import EXTRACTION_KEY, OUTPUTS, STATE_FILE, read_state
+from scoutless.archive.layout import EXTRACTION_KEY, LAYOUT, OUTPUTS, STATE_FILE, read_state
 from scoutless.archive.sources import Source
 from scoutless.features.parse import submitted_values
 from scoutless.params import ExtractParams, Params
@@ -81,6 +81,7 @@ class ExtractSummary:
     rejected_read: int
     seconds: float
     absent_columns: dict[str, list[str]]   # columns the archive lacks that nothing needs: read as NULL
+    layout: int = LAYOUT                   # the outputs' columns; another layout's outputs are not merged into
 
 
 def typed(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -280,6 +281,10 @@ def _extract_into(build: Path, raw_dir: Path, params: Params, source: Source, fu
     settings = params.extract
     state = read_state(raw_dir)
     incremental = bool(not full and state.get("source") == source.describe() and state.get("watermark"))
+    if incremental and state.get("layout") != LAYOUT:
+        log.info("the previous extraction has other columns (layout %s, now %s): extracting in full",
+                 state.get("layout"), LAYOUT)
+        incremental = False
     since = datetime.fromisoformat(state["watermark"]) if incremental else None
     ranges = read_with_retries(settings, "the changed tasks",
                                lambda: list(source.changed_task_ranges(since, settings.chunk_tasks)))

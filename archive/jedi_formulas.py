@@ -19,6 +19,7 @@ Per job (`job_measurements`):
 - diskio       = (totrbytes + totwbytes) / wall_s (JEDI reads the byte counters as kB; so do we)
 - outdisk      = outputfilebytes / nevents / 1024, kB per event (jobs with nevents >= 10)
 - workdisk     = workDirSize (bytes, from jobmetrics) / 1024**2, MB
+- starttime, endtime as recorded (the replay orders and times a task's jobs by them)
 
 Per task (`task_values`): ramcount = P75 x 1.10 (never below the floor); cputime = P95 x 1.5;
 cpuefficiency = median (JEDI computes it for its checks; here it is a target, clipped to 0-100);
@@ -59,9 +60,9 @@ def job_measurements(jobs: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
     actual = _num(jobs, "actualcorecount")
     requested = _num(jobs, "corecount")
     cores = actual.where(actual > 0, requested.where(requested > 0, 1.0))
-    wall_s = (
-        pd.to_datetime(jobs["endtime"], errors="coerce") - pd.to_datetime(jobs["starttime"], errors="coerce")
-    ).dt.total_seconds()
+    started = pd.to_datetime(jobs["starttime"], errors="coerce")
+    ended = pd.to_datetime(jobs["endtime"], errors="coerce")
+    wall_s = (ended - started).dt.total_seconds()
     wall_s = wall_s.where(wall_s > 0)
     nevents = _num(jobs, "nevents")
 
@@ -107,6 +108,9 @@ def job_measurements(jobs: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
         "diskio_kbps": diskio,
         "outdisk_kb_per_event": outdisk,
         "workdisk_mb": workdir_bytes.astype("float64") / 1024.0**2,
+        # When the job ran: the replay orders a task's jobs (its scouts come first) and times its scouting.
+        "starttime": started,
+        "endtime": ended,
     })
 
 

@@ -11,6 +11,9 @@ import pyarrow.parquet as pq
 OUTPUTS = ("tasks", "labels", "jobs", "rejected")
 STATE_FILE = "extract_state.json"
 EXTRACTION_KEY = b"scoutless.extraction"
+# The version of the outputs' columns: raised when a column is added or changed, so that an incremental run
+# does not merge rows of two layouts (2: jobs carry their starttime and endtime).
+LAYOUT = 2
 
 
 def read_state(raw_dir: Path) -> dict:

@@ -4,11 +4,12 @@ modelling choice is judged on one world only.
     python -m benchmarks.backtest [--worlds 1 2 3] [--tasks 20000]
 
 Each world is a project folder of its own (under --root): its archive simulated with the world seed, then
-`scoutless extract --full`, `validate`, `features` and `backtest`, each a real `scoutless` command. Writes
-benchmarks/results/backtest.{json,md}: per world and target, the q90 coverage over the windows (goal
+`scoutless extract --full`, `validate`, `features`, `backtest` and `replay`, each a real `scoutless` command.
+Writes benchmarks/results/backtest.{json,md}: per world and target, the q90 coverage over the windows (goal
 0.87-0.93), the pinball loss against the history baseline's, the share of finished jobs above the request, its
 slack over the hindsight limit beside the same rule's on the true labels and on the scouts, and the share of
-jobs beyond the walltime JEDI derives.
+jobs beyond the walltime JEDI derives; per world and policy, the replay's failed attempts, wasted core-hours,
+memory slack, scout wait and reach.
 """
 
 from __future__ import annotations
@@ -40,15 +41,16 @@ def run_world(world: int, tasks: int, root: Path) -> dict:
     scoutless = str(Path(sys.executable).with_name("scoutless"))
     started = time.perf_counter()
     for step in (["simulate", "--no-progress"], ["extract", "--full", "--no-progress"], ["validate"], ["features"],
-                 ["backtest"]):
+                 ["backtest"], ["replay"]):
         done = subprocess.run([scoutless, *step], cwd=project, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"world {world}: scoutless {' '.join(step)} failed:\n{done.stderr[-3000:]}")
     summary = json.loads((project / "artifacts" / "backtest.json").read_text())
     # Per processing type stays in the world's own artifacts/backtest.md; the results keep the windows.
     windows = [{k: v for k, v in w.items() if k != "by_processing_type"} for w in summary.pop("windows")]
+    replay = json.loads((project / "reports" / "replay.json").read_text())
     return {"world": world, "tasks": tasks, "seconds": round(time.perf_counter() - started, 1), **summary,
-            "windows": windows}
+            "windows": windows, "replay": {"window": replay["window"], "policies": replay["policies"]}}
 
 
 def _f(value, digits: int = 3) -> str:
@@ -74,7 +76,18 @@ def table(runs: list[dict]) -> str:
                          f"{_f(t['vs_history_max'], 2)} | {_f(t['failure_share_max'])} | "
                          f"{_f(t.get('slack_vs_hindsight_max'), 2)} | {_f(t.get('label_rule_vs_hindsight_max'), 2)} | "
                          f"{_f(t.get('scouts_vs_hindsight_max'), 2)} | {_f(t.get('walltime_exceeded_share_max'))} |")
-    lines += ["", "Seconds per world (simulate, extract, validate, features, backtest): "
+    lines += ["", "Replay of each world's backtest tasks (their finished jobs run again under each policy with JEDI's "
+              "retries; goal: model with fewer failed attempts than scouts, no more slack, no scout wait)", "",
+              "| world | policy | tasks | jobs | failed attempts | out of memory | past walltime | wasted core-h | "
+              "lost jobs | memory slack core-h | scout wait h, mean | reach |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        for policy, f in run["replay"]["policies"].items():
+            lines.append(f"| {run['world']} | {policy} | {f['tasks']} | {f['jobs']} | {f['failed_attempts']} | "
+                         f"{f['failed_memory']} | {f['failed_walltime']} | {f['wasted_core_hours']:.0f} | "
+                         f"{f['lost_jobs']} | {f['slack_core_hours']:.0f} | {f['turnaround_h_mean']:.2f} | "
+                         f"{f['reach']:.2f} |")
+    lines += ["", "Seconds per world (simulate, extract, validate, features, backtest, replay): "
               + ", ".join(f"world {r['world']} {r['seconds']:.0f} s" for r in runs)]
     return "\n".join(lines)
 

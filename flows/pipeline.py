@@ -20,6 +20,7 @@ from scoutless.flows.stages import (
     history_flow,
     monitor_flow,
     package_flow,
+    replay_flow,
     select_flow,
     stage_params,
     train_flow,
@@ -62,7 +63,8 @@ def retrain_flow(targets: list[str] | None = None) -> dict:
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(archive: str | None = None, full_extract: bool = False, version: bool = True) -> dict:
     """archive check (the embedded archive simulated when missing) -> extract -> validate -> features -> train
-    (targets concurrently) -> select -> history -> backtest -> monitor -> package, then record them with DVC:
+    (targets concurrently) -> select -> history -> backtest -> replay -> monitor -> package, then record them with
+    DVC:
     the stages of dvc.yaml."""
     logger = get_run_logger()
     check_archive_flow(archive)
@@ -73,10 +75,11 @@ def pipeline_flow(archive: str | None = None, full_extract: bool = False, versio
     selected = select_flow()
     history_flow()
     backtest_flow()
+    replay_flow()
     drift = monitor_flow()
     packaged = package_flow()
     stages = ["archive", "extract", "validate", "features", *_trains(trained), "select", "history", "backtest",
-              "monitor", "package"]
+              "replay", "monitor", "package"]
     versioned = version_task(stages) if version else {"versioned": False, "why": "version=False"}
     locations = locations_task()
     for name, where in locations.items():

@@ -206,3 +206,21 @@ def backtest_flow() -> dict:
     report = resolve(stage_params().paths.artifacts) / "backtest.md"
     create_markdown_artifact(report.read_text(), key="backtest", description="Rolling-origin backtest")
     return summary
+
+
+@task
+def replay_task() -> dict:
+    from scoutless.models.replay import run_replay
+
+    return run_replay(stage_params())
+
+
+@flow(name="replay", log_prints=True)
+def replay_flow() -> dict:
+    """Run the backtest's tasks' finished jobs again under each policy (scouts, the model, ...) with JEDI's
+    retries: what scoutless saves over scouts."""
+    from scoutless.models.replay import markdown
+
+    report = replay_task()
+    create_markdown_artifact(markdown(report), key="replay", description="Replay: policies against scouts")
+    return report["policies"]

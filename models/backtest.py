@@ -14,7 +14,8 @@ request, the slack and its ratio to the hindsight limit (models.metrics.hindsigh
 for the rule built on the true labels and on JEDI's scouts (models.requests.reference_vs_hindsight), and for
 cputime the share of jobs longer than the walltime limit JEDI derives from the served fields. Written to
 artifacts/backtest.json, artifacts/backtest.md, artifacts/backtest.png and
-artifacts/backtest_predictions.parquet (every served answer).
+artifacts/backtest_predictions.parquet (every served answer, `served`, and the history baseline's beside it: what
+the replay runs jobs under).
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ def judge(target: str, origin: pd.Timestamp, winner: str, results_at_origin, fea
         theirs = score(spec, rows, baseline.loc[rows.index], request, jobs)
         record["by_processing_type"][str(kind)] = {
             **_subset(mine), "vs_history": _ratio(mine.get("pinball_request"), theirs.get("pinball_request"))}
-    answers = served[[*QUANTILE_COLUMNS, "request"]].reset_index().assign(target=target, origin=origin,
-                                                                           candidate=winner)
+    answers = pd.concat([
+        served[[*QUANTILE_COLUMNS, "request"]].reset_index().assign(candidate=winner, served=True),
+        baseline[[*QUANTILE_COLUMNS, "request"]].reset_index().assign(candidate=BASELINE, served=False),
+    ], ignore_index=True).assign(target=target, origin=origin)
     return record, answers
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -189,6 +190,50 @@ def backtest() -> None:
     _setup_logging()
     with _exit_on(ValueError, 2):
         typer.echo(json.dumps(run_backtest(_params()), indent=2))
+
+
+def _run_pipeline_on(archive: str) -> None:
+    """`scoutless run` against `archive`, as its own process (the URL, password and all, goes in the
+    environment, not on a command line)."""
+    import subprocess
+    import sys
+
+    from scoutless.params import ARCHIVE_URL_ENV
+
+    command = [sys.executable, "-c", "from scoutless.cli import app; app()", "run"]
+    finished = subprocess.run(command, env={**os.environ, ARCHIVE_URL_ENV: archive}, check=False)
+    if finished.returncode:
+        raise typer.Exit(finished.returncode)
+
+
+@app.command()
+def replay(
+    archive: ArchiveOption = None,
+    since: Annotated[datetime | None, typer.Option(help="Replay the tasks created from then (default: all the "
+                                                        "backtest judged).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="... and before then.")] = None,
+    policy: Annotated[list[str] | None, typer.Option(
+        help="A policy to replay (repeat it; default: replay.policies): default, scouts, history, model.")] = None,
+) -> None:
+    """Run the finished jobs of the tasks the backtest judged (each answered by a model that never trained on
+    it) again under each policy's requests with JEDI's retries, and compare: failed attempts, wasted
+    core-hours, memory slack, scout turnaround, reach (reports/replay.json, reports/replay/index.html). With
+    --archive, the pipeline runs on that archive first."""
+    import pandas as pd
+
+    from scoutless.models.replay import markdown, run_replay
+
+    params = _params(archive)
+    if archive:
+        _run_pipeline_on(archive)
+    _setup_logging()
+    with _exit_on((ValueError, FileNotFoundError), 2):
+        if policy:
+            params = params.model_validate({**params.model_dump(), "replay": {**params.replay.model_dump(),
+                                                                              "policies": policy}})
+        report = run_replay(params, pd.Timestamp(since) if since else None, pd.Timestamp(until) if until else None)
+    typer.echo(markdown(report))
+    typer.echo(f"report: {report['pages']['index']}")
 
 
 @app.command()

@@ -145,6 +145,7 @@ class PathParams(Section):
     features: Path = Path("data/features")
     validation_reports: Path = Path("reports/validation")
     drift_reports: Path = Path("reports/drift")   # Evidently HTML pages; drift.json beside the folder
+    replay_reports: Path = Path("reports/replay")   # the replay's page and plots; replay.json beside the folder
     models: Path = Path("artifacts/models")
     promoted: Path = Path("artifacts/promoted")
     history: Path = Path("artifacts/history")       # the history snapshot the service reads, as of when
@@ -295,6 +296,38 @@ class BacktestParams(Section):
     min_group_tasks: Annotated[int, Field(gt=0)] = 30  # a processing type is reported with this many tasks
 
 
+ReplayPolicy = Literal["default", "scouts", "history", "model"]
+
+
+class ReplayParams(Section):
+    """The replay (models.replay): the backtest's tasks, their real jobs run again under each policy's
+    requests, with JEDI's retry rules."""
+
+    policies: list[ReplayPolicy] = ["default", "scouts", "history", "model"]
+    scout_jobs: Annotated[int, Field(gt=0)] = 10   # JEDI's nChunksForScout: the jobs that run first
+    # JEDI's increase_memory: a job out of memory is retried at the next rung (MB per core) above its request
+    memory_ladder_mb: list[Annotated[float, Field(gt=0)]] = [1000, 2000, 3000, 4000, 6000, 8000]
+    # ... and once more than this share of a task's jobs were bumped, the task's ramcount moves a rung up
+    task_bump_share: Annotated[float, Field(gt=0, le=1)] = 0.3
+    # A job past its walltime limit is killed there and retried with the limit times this
+    walltime_retry_factor: Annotated[float, Field(gt=1)] = 1.5
+    max_attempts: Annotated[int, Field(ge=1)] = 8   # a job failing this often is lost
+    # The share of its wall time an attempt that runs out of memory has run when it is killed
+    oom_wall_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    mb_per_core_slot: Annotated[float, Field(gt=0)] = 2000   # memory slack in core-hours: MB-hours / this
+    # The memory limit per core of each site a task may be brokered to: the reach of a request is the share
+    # of them it fits
+    site_memory_mb_per_core: list[Annotated[float, Field(gt=0)]] = [2000] * 12 + [2500] * 3 + [3000] * 3 + [4000] * 2
+    min_group_tasks: Annotated[int, Field(gt=0)] = 30   # a processing type is reported with this many tasks
+
+    @field_validator("memory_ladder_mb")
+    @classmethod
+    def _rising(cls, ladder: list[float]) -> list[float]:
+        if not ladder or sorted(ladder) != ladder or len(set(ladder)) != len(ladder):
+            raise ValueError("the memory ladder must be rising rungs, e.g. [1000, 2000, 3000]")
+        return ladder
+
+
 class ServingParams(Section):
     max_batch: Annotated[int, Field(gt=0)] = 1000   # tasks in one POST /predict; more is a 400
     # bytes of one POST /predict body, refused with a 413 before it is parsed (a batch of max_batch whole
@@ -315,6 +348,7 @@ class Params(Section):
     request: RequestParams = RequestParams()
     select: SelectParams = SelectParams()
     backtest: BacktestParams = BacktestParams()
+    replay: ReplayParams = ReplayParams()
     monitor: MonitorParams = MonitorParams()
     flows: FlowParams = FlowParams()
     serving: ServingParams = ServingParams()

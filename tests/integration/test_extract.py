@@ -117,6 +117,27 @@ def test_second_run_reads_only_changed_tasks_and_merges(archive, project):
     assert unchanged.tasks_read == 2 and unchanged.tasks_total == 4
 
 
+def test_outputs_of_another_layout_are_extracted_again_in_full_not_merged(archive, project):
+    """An extraction by a scoutless whose outputs had other columns is not merged into (the rows of two layouts
+    would not fit one file): the next run reads the archive in full."""
+    from scoutless.archive.layout import LAYOUT, STATE_FILE
+
+    builder, params = archive
+    fill(builder)
+    run_extract(params, progress=False)
+    state_path = params.paths.raw / STATE_FILE
+    state = json.loads(state_path.read_text())
+    assert state["layout"] == LAYOUT
+    jobs_path = params.paths.raw / "jobs.parquet"
+    read(params, "jobs").drop(columns=["starttime", "endtime"]).to_parquet(jobs_path)   # as layout 1 wrote them
+    state_path.write_text(json.dumps({k: v for k, v in state.items() if k != "layout"}))
+
+    summary = run_extract(params, progress=False)
+    assert not summary.incremental and summary.tasks_read == 3
+    jobs = read(params, "jobs")
+    assert {"starttime", "endtime"} <= set(jobs.columns) and jobs["starttime"].notna().all()
+
+
 def test_unreadable_rows_are_kept_aside_with_the_reason(project):
     builder = ArchiveBuilder(f"sqlite:///{project / 'junk.sqlite'}")
     fill(builder)

@@ -64,7 +64,7 @@ def test_the_backtest_reports_every_target_and_window(backtested):
 def test_the_served_answer_is_the_backtests_as_of_the_same_time(backtested):
     answers = pd.read_parquet(backtested / "artifacts" / "backtest_predictions.parquet")
     origin = answers["origin"].max()
-    mine = answers[(answers["origin"] == origin) & (answers["target"] == "ramcount")]
+    mine = answers[(answers["origin"] == origin) & (answers["target"] == "ramcount") & answers["served"]]
     tasks = pd.read_parquet(backtested / "data" / "validated" / "tasks.parquet").set_index("jeditaskid")
     # The newest test task of the commonest processing type: its kind surely gained finished tasks after
     # the origin, before it was created.
