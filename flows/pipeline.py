@@ -63,9 +63,8 @@ def retrain_flow(targets: list[str] | None = None) -> dict:
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(archive: str | None = None, full_extract: bool = False, version: bool = True) -> dict:
     """archive check (the embedded archive simulated when missing) -> extract -> validate -> features -> train
-    (targets concurrently) -> select -> history -> backtest -> replay -> monitor -> package, then record them with
-    DVC:
-    the stages of dvc.yaml."""
+    (targets concurrently) -> select -> history -> backtest -> replay -> monitor -> package, then record them
+    with DVC: the stages of dvc.yaml."""
     logger = get_run_logger()
     check_archive_flow(archive)
     extract_flow(archive, full_extract)

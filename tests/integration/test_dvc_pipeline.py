@@ -54,8 +54,9 @@ def test_repro_runs_everything_then_nothing(copy):
     first = run(["dvc", "repro"], copy)
     trains = [f"train@{target}" for target in TARGETS]
     assert stages_run(first) == ["archive", "extract", "validate", "features", *trains, "select", "history",
-                                 "backtest", "monitor", "package"]
+                                 "backtest", "replay", "monitor", "package"]
     assert (copy / "artifacts/backtest.json").exists()
+    assert (copy / "reports/replay.json").exists() and (copy / "reports/replay/index.html").exists()
     assert (copy / "data/features/features.parquet").exists()
     assert (copy / "reports/validation/index.html").exists()
     assert (copy / "artifacts/leaderboard.md").exists()
@@ -79,8 +80,8 @@ def test_a_parameter_change_reruns_only_what_depends_on_it(copy):
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = [stage for stage in stages_run(run(["dvc", "repro"], copy)) if stage != "archive"]  # checked each run
     assert rerun[: len(TARGETS) + 1] == [*(f"train@{target}" for target in TARGETS), "select"]
-    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "history", "backtest", "monitor",
-                          "package"}
+    assert set(rerun) <= {*(f"train@{target}" for target in TARGETS), "select", "history", "backtest", "replay",
+                          "monitor", "package"}
 
 
 def test_experiments_and_the_local_remote(copy):
