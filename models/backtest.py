@@ -14,8 +14,9 @@ request, the slack and its ratio to the hindsight limit (models.metrics.hindsigh
 for the rule built on the true labels and on JEDI's scouts (models.requests.reference_vs_hindsight), and for
 cputime the share of jobs longer than the walltime limit JEDI derives from the served fields. Written to
 artifacts/backtest.json, artifacts/backtest.md, artifacts/backtest.png and
-artifacts/backtest_predictions.parquet (every served answer, `served`, and the history baseline's beside it: what
-the replay runs jobs under).
+artifacts/backtest_predictions.parquet (every served answer, `served`, and the history baseline's beside it, each
+with both request policies' values and, for memory, the task's job need at the calibration's levels: what the
+replay runs jobs under).
 """
 
 from __future__ import annotations
@@ -107,10 +108,17 @@ def judge(target: str, origin: pd.Timestamp, winner: str, results_at_origin, fea
         record["by_processing_type"][str(kind)] = {
             **_subset(mine), "vs_history": _ratio(mine.get("pinball_request"), theirs.get("pinball_request"))}
     answers = pd.concat([
-        served[[*QUANTILE_COLUMNS, "request"]].reset_index().assign(candidate=winner, served=True),
-        baseline[[*QUANTILE_COLUMNS, "request"]].reset_index().assign(candidate=BASELINE, served=False),
+        served[_answer_columns(served)].reset_index().assign(candidate=winner, served=True),
+        baseline[_answer_columns(baseline)].reset_index().assign(candidate=BASELINE, served=False),
     ], ignore_index=True).assign(target=target, origin=origin)
     return record, answers
+
+
+def _answer_columns(answers: pd.DataFrame) -> list[str]:
+    """What the replay runs jobs under: the quantiles, the served request and both policies' requests, and
+    the job need at the calibration's levels where there is one (models.candidates)."""
+    kept = [*QUANTILE_COLUMNS, "request", "quantile_request", "cost_aware_request", "job_need"]
+    return [column for column in kept if column in answers]
 
 
 def run_backtest(params: Params) -> dict:

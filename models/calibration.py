@@ -33,16 +33,17 @@ def weighted_conformal_quantile(scores: np.ndarray, weights: np.ndarray, q: floa
     (+inf would refuse to answer). With equal weights it is the ceil((n + 1) q)-th smallest score."""
     known = ~np.isnan(scores)
     order = np.argsort(scores[known], kind="stable")
-    return _sorted_conformal_quantile(scores[known][order], weights[known][order], q)
+    return float(_sorted_conformal_quantiles(scores[known][order], weights[known][order], (q,))[0])
 
 
-def _sorted_conformal_quantile(scores: np.ndarray, weights: np.ndarray, q: float) -> float:
-    """weighted_conformal_quantile of scores already in ascending order, without NaN."""
+def _sorted_conformal_quantiles(scores: np.ndarray, weights: np.ndarray, levels) -> np.ndarray:
+    """weighted_conformal_quantile at every one of `levels`, of scores already in ascending order, without
+    NaN."""
     if not len(scores):
-        return 0.0
+        return np.zeros(len(levels))
     share = np.cumsum(weights) / (weights.sum() + 1.0)
-    reached = np.flatnonzero(share >= q - 1e-12)
-    return float(scores[reached[0]] if len(reached) else scores[-1])
+    reached = np.searchsorted(share, np.asarray(levels, dtype="float64") - 1e-12, side="left")
+    return scores[np.minimum(reached, len(scores) - 1)]
 
 
 @dataclass
@@ -96,7 +97,7 @@ class CalibrationPool:
     offsets can follow the newest ones (the served model's are recomputed at every history refresh; the
     backtest recomputes them as of each task's submission). Both go through `_offsets`."""
 
-    scores: np.ndarray      # (n, len(levels)): y - predicted quantile, model space
+    scores: np.ndarray      # (n, len(levels)): y - predicted quantile, model space; (n, 1): one score, every level
     created: np.ndarray     # int64 ns
     known: np.ndarray       # int64 ns; the largest int64: not labelled (yet)
     groups: np.ndarray      # int codes of each task's group, -1 where it has none
@@ -106,6 +107,9 @@ class CalibrationPool:
     counted: np.ndarray | None = None       # rows that count towards min_group_tasks (one per task); None: all
 
     def __post_init__(self):
+        if self.scores.shape[1] not in (1, len(self.levels)):
+            raise ValueError(f"{self.scores.shape[1]} score columns for {len(self.levels)} levels: give one per "
+                             "level, or one for all")
         # each level's scores in ascending order once (NaN last): a subset's order is this one, filtered
         self._order = [np.argsort(self.scores[:, i], kind="stable") for i in range(self.scores.shape[1])]
         self._codes = {name: code for code, name in enumerate(self.group_names)}
@@ -137,10 +141,13 @@ class CalibrationPool:
         else:
             age_days = (moment - self.created) / NS_PER_DAY
             weights = 0.5 ** (np.clip(age_days, 0, None) / half_life)
+        if self.scores.shape[1] == 1:   # one score at every level: one sort, one cumulative share
+            chosen = self._order[0][rows[self._order[0]]]
+            return [float(v) for v in _sorted_conformal_quantiles(self.scores[chosen, 0], weights[chosen], self.levels)]
         out = []
         for i, q in enumerate(self.levels):
             chosen = self._order[i][rows[self._order[i]]]
-            out.append(_sorted_conformal_quantile(self.scores[chosen, i], weights[chosen], q))
+            out.append(float(_sorted_conformal_quantiles(self.scores[chosen, i], weights[chosen], (q,))[0]))
         return out
 
     def _group_rows(self, known: np.ndarray, code: int) -> np.ndarray | None:

@@ -30,8 +30,9 @@ from scoutless.models.calibration import CalibrationPool, ConformalOffsets
 from scoutless.models.encoding import CategoryEncoder
 from scoutless.models.metrics import QUANTILE_COLUMNS, QUANTILES
 from scoutless.models.protocol import interleaved_halves
-from scoutless.models.requests import efficiency_request, job_pool
+from scoutless.models.requests import cost_aware_requests, efficiency_request, job_pool, quantile_requests
 from scoutless.models.targets import TargetSpec
+from scoutless.params import RequestCosts
 
 PAPER_CATEGORICAL = ["prodsourcelabel", "processing_type", "framework", "corecount_class"]
 PAPER_NUMERIC = ["total_nfiles", "total_nevents", "n_input_datasets"]
@@ -101,7 +102,8 @@ class Candidate(ABC):
         its creation: what a service whose calibration is refreshed as labels arrive answers at submission."""
         just_before = pd.to_datetime(frame["creationdate"]) - pd.Timedelta(1, "ns")
         quantiles, base = self._quantiles_and_base(frame, None if pool is None else just_before, pool)
-        shift = None if jobs is None else jobs.apply_as_of(np.zeros((len(frame), 1)), frame, just_before)[:, 0]
+        shift = None if jobs is None else (
+            jobs.levels, jobs.apply_as_of(np.zeros((len(frame), len(jobs.levels))), frame, just_before))
         return self._with_request(frame, quantiles, base, shift)
 
     def _quantiles_and_base(self, frame: pd.DataFrame, moments: pd.Series | None,
@@ -111,26 +113,51 @@ class Candidate(ABC):
         quantiles = self.predict_quantiles(frame)
         return quantiles, self.spec.to_model_space(quantiles[self.request_quantile].to_numpy(dtype="float64"))
 
-    def _request_shift(self, frame: pd.DataFrame) -> np.ndarray | None:
-        """Each task's job-level offset from the calibration it holds (None: the target has none)."""
+    def _request_shift(self, frame: pd.DataFrame) -> tuple[list[float], np.ndarray] | None:
+        """(the levels, each task's job-level offsets at them) from the calibration it holds (None: the target
+        has none)."""
         if self.job_calibration is None:
             return None
-        return self.job_calibration.apply(np.zeros((len(frame), 1)), frame)[:, 0]
+        levels = self.job_calibration.levels
+        return levels, self.job_calibration.apply(np.zeros((len(frame), len(levels))), frame)
 
     @property
     def request_quantile(self) -> str:
         return self.config.get("request", {}).get("quantile", "q90")
 
+    @property
+    def request_costs(self) -> dict:
+        """What a request costs (params request.cost; its defaults for a model saved without)."""
+        return {**RequestCosts().model_dump(), **self.config.get("request", {}).get("cost", {})}
+
     def _with_request(self, frame: pd.DataFrame, quantiles: pd.DataFrame, base: np.ndarray,
-                      shift: np.ndarray | None) -> pd.DataFrame:
+                      shift: tuple[list[float], np.ndarray] | None) -> pd.DataFrame:
+        """The quantiles with the request of the configured policy (`request`, `expected_job_failure`,
+        `request_policy`) and both policies' requests beside it (`quantile_request`, `cost_aware_request`);
+        for reserved memory also each task's job need at the calibration's levels (`job_need`: what an
+        out-of-memory retry is advised from)."""
         request = self.config.get("request", {})
         if self.spec.request_is_preset:
-            asked, failure = efficiency_request(frame, request.get("default_preset", 90.0)), np.nan
-        elif shift is not None:
-            asked, failure = self.spec.from_model_space(base + shift), request.get("max_job_failure", 0.02)
-        else:
-            asked, failure = quantiles[self.request_quantile].to_numpy(dtype="float64"), np.nan
-        return quantiles.assign(request=asked, expected_job_failure=failure)
+            asked = efficiency_request(frame, request.get("default_preset", 90.0))
+            return quantiles.assign(request=asked, expected_job_failure=np.nan, request_policy="preset",
+                                    quantile_request=asked, cost_aware_request=asked)
+        if shift is None:
+            asked = quantiles[self.request_quantile].to_numpy(dtype="float64")
+            return quantiles.assign(request=asked, expected_job_failure=np.nan, request_policy="label quantile",
+                                    quantile_request=asked, cost_aware_request=asked)
+        levels, offsets = shift
+        points = self.spec.from_model_space(np.asarray(base, dtype="float64")[:, None] + offsets)
+        max_failure = request.get("max_job_failure", 0.02)
+        fixed = quantile_requests(points, levels, max_failure)
+        cheapest, cheapest_failure = cost_aware_requests(self.spec, points, levels, self.request_costs)
+        policy = request.get("policy", "quantile")
+        out = quantiles.assign(
+            request=cheapest if policy == "cost-aware" else fixed,
+            expected_job_failure=cheapest_failure if policy == "cost-aware" else max_failure,
+            request_policy=policy, quantile_request=fixed, cost_aware_request=cheapest)
+        if self.spec.reserves_memory:
+            out["job_need"] = list(points)
+        return out
 
     @abstractmethod
     def predict_quantiles(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,12 +12,16 @@ Policies (params replay.policies):
   rest wait until the last of them ended (the scouts' span: turnaround added before the bulk can start), then
   run at JEDI's scout formulas (archive.jedi_formulas.task_values: P75 x 1.1 memory, P95 x 1.5 CPU, ...) over
   the scouts' measurements;
-- history, model: the history baseline's and the served model's request for the task (backtest answers).
+- history, model: the history baseline's and the served model's request for the task at one job-level quantile
+  for all (request.policy quantile; backtest answers);
+- cost-aware: the served model's request of least expected cost for the task (request.policy cost-aware).
 
 Each job's first attempt starts when it started in the archive, at the task's request. An attempt whose memory
 need exceeds its request fails (out of memory, having run replay.oom_wall_fraction of its wall time) and is
-retried then as JEDI's increase_memory does: at the next rung of replay.memory_ladder_mb above its request;
-once more than replay.task_bump_share of the task's jobs were bumped, the task's ramcount is raised to the
+retried then as JEDI's increase_memory does: at the next rung of replay.memory_ladder_mb above its request
+(or, for replay.retry_policy replayed once more with each of replay.retry_rules, at the vertical pod
+autoscaler's +20 % or at scoutless' advice from the task's distribution); once more than
+replay.task_bump_share of the task's jobs were bumped, the task's ramcount is raised to the
 bumped value, and every attempt that starts afterwards takes at least that. An attempt longer than its
 walltime limit is killed at the limit and retried with the limit x replay.walltime_retry_factor. A job still
 failing after replay.max_attempts attempts, or needing more than the ladder's top rung, is lost.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -42,7 +47,8 @@ import numpy as np
 import pandas as pd
 
 from scoutless.archive.jedi_formulas import task_values
-from scoutless.models.requests import efficiency_request, walltime_limit_s
+from scoutless.models.requests import efficiency_request, job_levels, retry_advice, vpa_retry, walltime_limit_s
+from scoutless.models.targets import TARGETS
 from scoutless.params import JediParams, Params, ReplayParams
 from scoutless.paths import build_dir, replace_dir, resolve, write_json
 
@@ -72,17 +78,40 @@ def next_rung(request: np.ndarray, ladder: np.ndarray) -> np.ndarray:
     return np.where(position < len(ladder), ladder[np.minimum(position, len(ladder) - 1)], np.inf)
 
 
+def ladder_retry(ladder: np.ndarray) -> Callable[[float], float]:
+    """JEDI's increase_memory: the next rung above the request."""
+    return lambda failed_at: float(next_rung(np.array([failed_at]), ladder)[0])
+
+
+def retry_rule(rule: str, ladder: np.ndarray, job_need: np.ndarray | None, levels, cost: dict
+               ) -> Callable[[float], float]:
+    """The memory a job that ran out at its request is retried at, by `rule` (params replay.retry_rules):
+    JEDI's ladder, the vertical pod autoscaler's +20 %, or scoutless' advice from the task's job need at
+    `levels` (models.requests.retry_advice; the autoscaler's rule for a task without one)."""
+    if rule == "ladder":
+        return ladder_retry(ladder)
+    if rule == "vpa" or job_need is None:
+        return lambda failed_at: float(vpa_retry(np.array([failed_at]))[0])
+    points = np.asarray(job_need, dtype="float64")[None, :]
+    memory = TARGETS["ramcount"]
+    return lambda failed_at: float(retry_advice(memory, points, levels, np.array([failed_at]), cost)[0][0])
+
+
 # Event kinds, in the order they happen at one instant: a failure (and the bump it brings) before a start
 _OUT_OF_MEMORY, _PAST_WALLTIME, _START = 0, 1, 2
 
 
-def run_jobs(jobs: pd.DataFrame, requests: Requests, rules: ReplayParams) -> dict:
+def run_jobs(jobs: pd.DataFrame, requests: Requests, rules: ReplayParams,
+             retry: Callable[[float], float] | None = None) -> dict:
     """One task's jobs (JOB_FIELDS) run at `requests` with JEDI's retries: attempts, failures, waste, slack.
 
     Each job's first attempt starts when it started in the archive; an attempt that fails ends after
     replay.oom_wall_fraction of its wall time (out of memory) or at its walltime limit, and its retry starts
-    then. A bump of the task's ramcount reaches every attempt that starts after it."""
+    then, out of memory at what `retry` says (None: JEDI's ladder; above the ladder's top rung no queue takes
+    it). A bump of the task's ramcount reaches every attempt that starts after it."""
     ladder = np.asarray(rules.memory_ladder_mb, dtype="float64")
+    if retry is None:
+        retry = ladder_retry(ladder)
     need = jobs["ram_mb_per_core"].to_numpy(dtype="float64")
     known = np.isfinite(need)
     need = np.where(known, need, 0.0)   # a job without maxpss cannot be seen to run out of memory
@@ -120,7 +149,8 @@ def run_jobs(jobs: pd.DataFrame, requests: Requests, rules: ReplayParams) -> dic
         if kind == _OUT_OF_MEMORY:
             out["failed_memory"] += 1
             out["wasted_core_hours"] += cores[i] * wall[i] * rules.oom_wall_fraction / HOUR
-            request[i] = float(next_rung(np.array([request[i]]), ladder)[0])
+            asked = float(retry(float(request[i])))
+            request[i] = asked if asked <= ladder[-1] else math.inf
             bumped[i] = True
             if bumped.sum() > rules.task_bump_share * out["jobs"] and math.isfinite(request[i]):
                 task_ram = max(task_ram, request[i])   # JEDI raises the task's ramcount to the bumped value
@@ -149,11 +179,12 @@ def _added(total: dict, part: dict) -> dict:
 
 
 def replay_task(jobs: pd.DataFrame, policy: str, requests: Requests, default: Requests, rules: ReplayParams,
-                jedi: JediParams) -> dict:
-    """One task under one policy: its jobs' figures, the turnaround scouting added (hours) and the request."""
+                jedi: JediParams, retry: Callable[[float], float] | None = None) -> dict:
+    """One task under one policy: its jobs' figures, the turnaround scouting added (hours) and the request.
+    `retry`: what a job out of memory is retried at (None: JEDI's ladder; scouts always use the ladder)."""
     jobs = jobs.sort_values(["starttime", "pandaid"], kind="stable")
     if policy != "scouts":
-        return {**run_jobs(jobs, requests, rules), "turnaround_h": 0.0, "ramcount_request": requests.ramcount}
+        return {**run_jobs(jobs, requests, rules, retry), "turnaround_h": 0.0, "ramcount_request": requests.ramcount}
     scouts, bulk = jobs.iloc[:rules.scout_jobs], jobs.iloc[rules.scout_jobs:]
     figures = run_jobs(scouts, default, rules)
     if not len(bulk):   # every job was a scout: no bulk waited for them
@@ -174,12 +205,23 @@ def policy_requests(tasks: pd.DataFrame, answers: pd.DataFrame, params: Params) 
     default = pd.DataFrame({"ramcount": defaults["ramcount"],
                             "cputime": defaults.get("cputime") or math.nan}, index=tasks.index)
     out = {"default": default, "scouts": default}
-    for policy, chosen in (("model", answers["served"]), ("history", ~answers["served"])):
+    for policy, chosen, column in (("model", answers["served"], "quantile_request"),
+                                   ("cost-aware", answers["served"], "cost_aware_request"),
+                                   ("history", ~answers["served"], "quantile_request")):
         mine = answers[chosen & answers["target"].isin(REQUEST_FIELDS)]
-        wide = mine.pivot_table(index="jeditaskid", columns="target", values="request", aggfunc="first")
+        wide = mine.pivot_table(index="jeditaskid", columns="target", values=column, aggfunc="first")
         wide = wide.reindex(index=tasks.index, columns=list(REQUEST_FIELDS))
         out[policy] = wide.fillna(default)   # a target the policy has no answer for: the default
     return out
+
+
+def served_job_need(answers: pd.DataFrame) -> pd.Series:
+    """Per task (jeditaskid), the served model's memory need of its jobs at the calibration's levels."""
+    mine = answers[answers["served"] & (answers["target"] == "ramcount")]
+    if "job_need" not in mine:
+        return pd.Series(dtype=object)
+    mine = mine[mine["job_need"].notna()].drop_duplicates("jeditaskid")
+    return pd.Series(mine["job_need"].to_numpy(), index=mine["jeditaskid"].to_numpy())
 
 
 def replay(tasks: pd.DataFrame, jobs: pd.DataFrame, answers: pd.DataFrame, params: Params) -> pd.DataFrame:
@@ -187,6 +229,11 @@ def replay(tasks: pd.DataFrame, jobs: pd.DataFrame, answers: pd.DataFrame, param
     indexed by jeditaskid); `jobs`: their finished jobs (JOB_FIELDS)."""
     rules, jedi = params.replay, params.extract.jedi
     requests = policy_requests(tasks, answers, params)
+    job_need, levels = served_job_need(answers), job_levels(params.request.max_job_failure)
+    cost = params.request.cost.model_dump()
+    ladder = np.asarray(rules.memory_ladder_mb, dtype="float64")
+    # the retry policy again with each retry rule but the ladder, which every policy's own rows already use
+    compared = [rule for rule in rules.retry_rules if rule != "ladder"] if rules.retry_policy in rules.policies else []
     # the preset every cputime here is expressed with, as the served cpuefficiency.request says
     efficiency = pd.Series(efficiency_request(tasks, jedi.cpuefficiency_if_null), index=tasks.index)
     base_wall = pd.to_numeric(tasks["basewalltime"], errors="coerce").fillna(0.0)
@@ -198,20 +245,22 @@ def replay(tasks: pd.DataFrame, jobs: pd.DataFrame, answers: pd.DataFrame, param
         common = {"efficiency": float(efficiency[task_id]), "basewalltime": float(base_wall[task_id])}
         default = Requests(float(requests["default"].at[task_id, "ramcount"]),
                            float(requests["default"].at[task_id, "cputime"]), **common)
-        for policy in rules.policies:
+        runs = [(policy, "ladder") for policy in rules.policies] + [(rules.retry_policy, rule) for rule in compared]
+        for policy, rule in runs:
             chosen = requests[policy].loc[task_id]
             mine = Requests(float(chosen["ramcount"]), float(chosen["cputime"]), **common)
-            figures = replay_task(task_jobs, policy, mine, default, rules, jedi)
+            retry = retry_rule(rule, ladder, job_need.get(task_id), levels, cost)
+            figures = replay_task(task_jobs, policy, mine, default, rules, jedi, retry)
             figures["reach"] = float(np.mean(sites >= figures["ramcount_request"]))
-            rows.append({"jeditaskid": task_id, "policy": policy,
+            rows.append({"jeditaskid": task_id, "policy": policy, "retry": rule,
                          "processing_type": str(tasks.at[task_id, "processing_type"]), **figures})
     return pd.DataFrame(rows)
 
 
-def summarise(per_task: pd.DataFrame, rules: ReplayParams) -> dict:
-    """The figures per policy over `per_task` (rows of one or more tasks)."""
+def summarise(per_task: pd.DataFrame, rules: ReplayParams, by: str = "policy") -> dict:
+    """The figures per policy (or per value of `by`) over `per_task` (rows of one or more tasks)."""
     out = {}
-    for policy, rows in per_task.groupby("policy", sort=False):
+    for policy, rows in per_task.groupby(by, sort=False):
         attempts = int(rows["attempts"].sum())
         failed = int(rows["failed_memory"].sum() + rows["failed_walltime"].sum())
         slack_mb_h = float(rows["slack_mb_hours"].sum())
@@ -222,6 +271,8 @@ def summarise(per_task: pd.DataFrame, rules: ReplayParams) -> dict:
             "failed_per_job": failed / max(int(rows["jobs"].sum()), 1),
             "wasted_core_hours": float(rows["wasted_core_hours"].sum()), "lost_jobs": int(rows["lost"].sum()),
             "slack_gb_hours": slack_mb_h / 1024.0, "slack_core_hours": slack_mb_h / rules.mb_per_core_slot,
+            # what the requests cost in core-hours: the failed attempts' and the memory held unused
+            "lost_core_hours": float(rows["wasted_core_hours"].sum()) + slack_mb_h / rules.mb_per_core_slot,
             "turnaround_h_mean": float(rows["turnaround_h"].mean()),
             "turnaround_h_p90": float(rows["turnaround_h"].quantile(0.9)),
             "turnaround_h_total": float(rows["turnaround_h"].sum()),
@@ -244,6 +295,9 @@ def replay_window(params: Params, since: pd.Timestamp | None = None,
     if not answers_path.exists():
         raise FileNotFoundError(f"{answers_path}: no backtest answers to replay; run `scoutless backtest` first")
     answers = pd.read_parquet(answers_path)
+    if "cost_aware_request" not in answers:
+        raise ValueError(f"{answers_path} holds one request per answer: an older scoutless wrote it; run "
+                         "`scoutless backtest` again")
     tasks = features.drop_duplicates("jeditaskid").set_index("jeditaskid")
     tasks = tasks.loc[tasks.index.intersection(answers["jeditaskid"].unique())]
     created = pd.to_datetime(tasks["creationdate"])
@@ -259,8 +313,14 @@ def replay_window(params: Params, since: pd.Timestamp | None = None,
 # The columns of the per-policy table, with their headings
 COLUMNS = {"tasks": "tasks", "jobs": "jobs", "failed_attempts": "failed attempts", "failed_memory": "out of memory",
            "failed_walltime": "past walltime", "wasted_core_hours": "wasted core-h", "lost_jobs": "lost jobs",
-           "slack_core_hours": "memory slack core-h", "turnaround_h_mean": "scout wait h (mean)",
+           "slack_core_hours": "memory slack core-h", "lost_core_hours": "wasted + slack core-h",
+           "turnaround_h_mean": "scout wait h (mean)",
            "turnaround_h_p90": "scout wait h (p90)", "reach": "reach"}
+
+
+# The columns of the retry rules' table
+RETRY_COLUMNS = {"failed_memory": "out of memory", "wasted_core_hours": "wasted core-h", "lost_jobs": "lost jobs",
+                 "slack_core_hours": "memory slack core-h", "lost_core_hours": "wasted + slack core-h"}
 
 
 def _cell(value) -> str:
@@ -273,10 +333,17 @@ def markdown(report: dict) -> str:
     window = report["window"]
     lines = [f"# Replay: {window['tasks']} tasks created {window['since']} to {window['until']}", "",
              "Each task's finished jobs, run again under each policy's requests with JEDI's retries; every task was "
-             "answered by a model that never trained on it (the backtest's).", "",
+             "answered by a model that never trained on it (the backtest's): model at one job-level quantile for all, "
+             f"cost-aware at each task's least expected cost (the service answers {report['served_policy']}).", "",
              "| policy | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for policy, figures in report["policies"].items():
         lines.append(f"| {policy} | " + " | ".join(_cell(figures[key]) for key in COLUMNS) + " |")
+    retries = report.get("retries")
+    if retries:
+        lines += ["", f"## Out of memory: {retries['policy']}'s requests, each retry rule", "",
+                  "| retry | " + " | ".join(RETRY_COLUMNS.values()) + " |", "|---" * (len(RETRY_COLUMNS) + 1) + "|"]
+        lines += [f"| {rule} | " + " | ".join(_cell(figures[key]) for key in RETRY_COLUMNS) + " |"
+                  for rule, figures in retries["rules"].items()]
     for kind, policies in report["by_processing_type"].items():
         lines += ["", f"## {kind}", "", "| policy | failed attempts | memory slack core-h | scout wait h (mean) |",
                   "|---|---|---|---|"]
@@ -336,11 +403,20 @@ def plot(per_task: pd.DataFrame, report: dict, folder: Path) -> dict[str, str]:
     return names
 
 
+def _html_table(first: str, rows: dict[str, dict], columns: dict[str, str]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in (first, *columns.values()))
+    body = "".join("<tr><td>" + escape(name) + "</td>" + "".join(f"<td>{_cell(f[key])}</td>" for key in columns)
+                   + "</tr>" for name, f in rows.items())
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def html(report: dict, pages: dict[str, str]) -> str:
     window = report["window"]
-    head = "".join(f"<th>{escape(h)}</th>" for h in ("policy", *COLUMNS.values()))
-    rows = "".join("<tr><td>" + escape(policy) + "</td>" + "".join(f"<td>{_cell(f[key])}</td>" for key in COLUMNS)
-                   + "</tr>" for policy, f in report["policies"].items())
+    tables = _html_table("policy", report["policies"], COLUMNS)
+    retries = report.get("retries")
+    if retries:
+        tables += (f"<h2>Out of memory: {escape(retries['policy'])}'s requests, each retry rule</h2>"
+                   + _html_table("retry", retries["rules"], RETRY_COLUMNS))
     images = "".join(f'<h2>{escape(name.replace("_", " "))}</h2><img src="{escape(page)}" alt="{escape(name)}">'
                      for name, page in pages.items())
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>scoutless replay</title><style>"
@@ -349,8 +425,9 @@ def html(report: dict, pages: dict[str, str]) -> str:
             f"<h1>Replay</h1><p>{window['tasks']} tasks created {escape(window['since'])} to "
             f"{escape(window['until'])}, each answered by a model that never trained on it; their "
             f"{report['policies'][next(iter(report['policies']))]['jobs']:,} finished jobs run again under each "
-            "policy with JEDI's retries (models.replay).</p>"
-            f"<table><tr>{head}</tr>{rows}</table>{images}</body></html>\n")
+            "policy with JEDI's retries (models.replay). model: one job-level quantile for every task; cost-aware: "
+            f"each task's request of least expected cost; the service answers {escape(report['served_policy'])}.</p>"
+            f"{tables}{images}</body></html>\n")
 
 
 def run_replay(params: Params, since: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> dict:
@@ -361,19 +438,25 @@ def run_replay(params: Params, since: pd.Timestamp | None = None, until: pd.Time
         raise ValueError(f"no finished job of a backtest task created in [{since}, {until}): nothing to replay")
     per_task = replay(tasks, jobs, answers, params)
     created = pd.to_datetime(tasks["creationdate"])
-    min_tasks = params.replay.min_group_tasks
+    rules = params.replay
+    own = per_task[per_task["retry"] == "ladder"]   # every policy as JEDI retries today
+    retried = per_task[per_task["policy"] == rules.retry_policy]
     report = {
         "window": {"since": str(since or created.min()), "until": str(until or created.max()),
                    "tasks": int(per_task["jeditaskid"].nunique())},
-        "policies": summarise(per_task, params.replay),
-        "by_processing_type": {str(kind): summarise(rows, params.replay)
-                               for kind, rows in per_task.groupby("processing_type", sort=True)
-                               if rows["jeditaskid"].nunique() >= min_tasks},
-        "rules": params.replay.model_dump(exclude={"policies"}),
+        "served_policy": params.request.policy,
+        "policies": summarise(own, rules),
+        "retries": {"policy": rules.retry_policy, "rules": summarise(retried, rules, by="retry")}
+        if len(retried) else None,
+        "by_processing_type": {str(kind): summarise(rows, rules)
+                               for kind, rows in own.groupby("processing_type", sort=True)
+                               if rows["jeditaskid"].nunique() >= rules.min_group_tasks},
+        "rules": rules.model_dump(exclude={"policies"}),
+        "cost": params.request.cost.model_dump(),
     }
     folder = resolve(params.paths.replay_reports)
     build = build_dir(folder)
-    pages = plot(per_task, report, build)
+    pages = plot(own, report, build)
     (build / "index.html").write_text(html(report, pages))
     (build / "replay.md").write_text(markdown(report))
     per_task.to_parquet(build / "tasks.parquet", index=False)

@@ -1,13 +1,18 @@
-"""Requests in PanDA's terms: what JEDI should set so that a chosen share of a task's jobs fail, and how far
-any request could have been from the jobs' needs.
+"""Requests in PanDA's terms: what JEDI should set, given what a failed job and an unused reservation cost,
+and how far any request could have been from the jobs' needs.
 
 A job whose need exceeds its task's request fails (out of memory, walltime exceeded, disk full) and is
 retried; PanDA pays per failed job. So the request of a target with a per-job limit (TargetSpec.job_column)
 is a job-level value: the task's predicted quantile (model space, before its task-level offsets) shifted by
-the (1 - request.max_job_failure) weighted conformal quantile of the jobs' scores need - base, on calibration
-tasks the model never learned from; per processing type where it has enough tasks; newer tasks weighing
-more; recomputed as labels arrive exactly as the task-level offsets are (models.calibration.CalibrationPool,
-one row per job). The label's q50/q90/q95 are untouched.
+a weighted conformal quantile of the jobs' scores need - base, on calibration tasks the model never learned
+from; per processing type where it has enough tasks; newer tasks weighing more; recomputed as labels arrive
+exactly as the task-level offsets are (models.calibration.CalibrationPool, one row per job). The label's
+q50/q90/q95 are untouched.
+
+That offset is kept at a grid of levels (`job_levels`): the task's predictive distribution of its jobs' needs.
+The quantile policy takes its (1 - max_job_failure) level for every task; the cost-aware policy takes, per task,
+the request of least expected cost under request.cost (`cost_aware_requests`); and a job that ran out of memory
+at r is advised the least expected cost under the distribution conditioned on need > r (`retry_advice`).
 
 The walltime limit JEDI gives a job is cputime x nevents / cores / corepower / (cpuefficiency / 100) +
 basewalltime, and a task's cputime is defined with its preset efficiency (archive.jedi_formulas). So the
@@ -51,8 +56,81 @@ def job_pool(spec: TargetSpec, frame: pd.DataFrame, base: np.ndarray, jobs: pd.D
     per_job = frame.iloc[rows]
     first = ~pd.Series(rows).duplicated().to_numpy()
     scores = need - np.asarray(base, dtype="float64")[rows]
-    return CalibrationPool.of(scores, np.zeros((len(rows), 1)), per_job, settings, levels=(1.0 - max_job_failure,),
-                              counted=first)
+    return CalibrationPool.of(scores, np.zeros((len(rows), 1)), per_job, settings,
+                              levels=job_levels(max_job_failure), counted=first)
+
+
+def job_levels(max_job_failure: float) -> tuple[float, ...]:
+    """The levels at which the job-level calibration holds a task's job need: its predictive distribution,
+    every percent and the far tail finer, with the quantile policy's level among them."""
+    grid = {round(level, 4) for level in np.arange(1, 100) / 100} | {0.995, 0.999, round(1.0 - max_job_failure, 6)}
+    return tuple(sorted(grid))
+
+
+def _mass(levels: np.ndarray) -> np.ndarray:
+    """The probability each level's point stands for: the share between it and the level below."""
+    return np.diff(levels, prepend=0.0)
+
+
+def _expected_costs(spec: TargetSpec, points: np.ndarray, mass: np.ndarray, beyond: np.ndarray,
+                    cost: dict) -> np.ndarray:
+    """(n, L): the expected cost, per core-hour of the task's jobs, of each point of `points` (n, L, ascending)
+    as the request, under a distribution with `mass` at the points and `beyond` (n, L) above each of them (the
+    mass above the last point taken to sit on it). Reserved memory: cost.failed_attempt x P(need > r) plus
+    cost.unused_mb_hour x E[(r - need)+] (a job's run does not grow with its memory). Any other limit: a job's
+    run grows with its need, so a failure costs its share of the work, cost.failed_attempt x E[need; need > r]
+    / E[need], and the limit beyond the need cost.unused_limit x E[(r - need)+] / E[need]."""
+    below = np.cumsum(mass, axis=-1)
+    work = np.cumsum(mass * points, axis=-1)
+    unused = below * points - work
+    if spec.reserves_memory:
+        return cost["failed_attempt"] * beyond + cost["unused_mb_hour"] * unused
+    total = np.maximum(work[:, -1:] + beyond[:, -1:] * points[:, -1:], 1e-300)
+    return (cost["failed_attempt"] * (total - work) + cost["unused_limit"] * unused) / total
+
+
+def quantile_requests(points: np.ndarray, levels, max_job_failure: float) -> np.ndarray:
+    """The quantile policy: each task's job need at the (1 - max_job_failure) level."""
+    return points[:, int(np.argmin(np.abs(np.asarray(levels) - (1.0 - max_job_failure))))]
+
+
+def cost_aware_requests(spec: TargetSpec, points: np.ndarray, levels, cost: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The cost-aware policy: per task (a row of `points`, its job need at `levels`, in target units), the
+    request of least expected cost (`_expected_costs`) among its points from the median up: the newsvendor's
+    choice, made on the task's calibrated distribution instead of one fixed level for all. Returns (requests,
+    P(need > request))."""
+    levels = np.asarray(levels, dtype="float64")
+    beyond = np.broadcast_to(1.0 - levels, points.shape)
+    total = _expected_costs(spec, points, np.broadcast_to(_mass(levels), points.shape), beyond, cost)
+    total = np.where(np.isnan(total) | (levels < 0.5), np.inf, total)
+    best = np.argmin(total, axis=1)
+    return points[np.arange(len(points)), best], 1.0 - levels[best]
+
+
+def vpa_retry(failed_at: np.ndarray) -> np.ndarray:
+    """The Kubernetes vertical pod autoscaler's answer to an out-of-memory kill: 20 % more, at least 100 MB."""
+    return np.maximum(failed_at * 1.2, failed_at + 100.0)
+
+
+def retry_advice(spec: TargetSpec, points: np.ndarray, levels, failed_at: np.ndarray,
+                 cost: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a job that ran out of memory at `failed_at` should ask next: the request of least expected cost
+    (as cost_aware_requests) under the task's distribution conditioned on need > failed_at. Returns
+    (requests, P(need > request | need > failed_at), advised): where no point of the distribution lies above
+    failed_at it says nothing beyond it, and the answer is vpa_retry's (advised False)."""
+    levels = np.asarray(levels, dtype="float64")
+    failed_at = np.asarray(failed_at, dtype="float64")[:, None]
+    above = points > failed_at
+    mass = np.where(above, _mass(levels), 0.0)
+    tail = np.maximum(1.0 - np.sum(np.where(above, 0.0, _mass(levels)), axis=1, keepdims=True), 1e-12)
+    beyond = (1.0 - levels) / tail
+    total = _expected_costs(spec, points, mass / tail, beyond, cost)
+    total = np.where(above & ~np.isnan(total), total, np.inf)
+    best = np.argmin(total, axis=1)
+    rows = np.arange(len(points))
+    advised = above.any(axis=1)
+    return (np.where(advised, points[rows, best], vpa_retry(failed_at[:, 0])),
+            np.where(advised, beyond[rows, best], np.nan), advised)
 
 
 def efficiency_request(frame: pd.DataFrame, default_efficiency: float) -> np.ndarray:

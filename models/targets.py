@@ -16,6 +16,9 @@ class TargetSpec:
     upper_bound: float | None       # a hard ceiling of the quantity itself
     job_column: str | None          # column of jobs.parquet that a request must cover (None: not a limit)
     request_is_preset: bool = False  # the request is the task's preset (cpuefficiency: what cputime is in)
+    # the request is memory per core held for the job's whole run: what it leaves unused is paid per MB-hour,
+    # and a job above it runs out of memory (models.requests: cost-aware requests, retry advice)
+    reserves_memory: bool = False
 
     def to_model_space(self, values):
         values = np.asarray(values, dtype="float64")
@@ -30,7 +33,7 @@ class TargetSpec:
 TARGETS: dict[str, TargetSpec] = {
     spec.name: spec
     for spec in (
-        TargetSpec("ramcount", "MBPerCore", True, None, "ram_mb_per_core"),
+        TargetSpec("ramcount", "MBPerCore", True, None, "ram_mb_per_core", reserves_memory=True),
         # a job's walltime limit must allow for its whole wall time, eligible for JEDI's cputime or not
         TargetSpec("cputime", "HS06sPerEvent", True, None, "wall_cputime_hs06s_per_event"),
         TargetSpec("cpuefficiency", "percent", False, 100.0, None, request_is_preset=True),

@@ -46,6 +46,7 @@ def candidate_config(name: str, target: str, params: Params) -> dict:
     shared = {
         "request": {"quantile": train.request_quantile.get(target, "q90"),
                     "max_job_failure": params.request.max_job_failure,
+                    "policy": params.request.policy, "cost": params.request.cost.model_dump(),
                     "default_preset": params.extract.jedi.cpuefficiency_if_null},
         "calibration": train.calibration.model_dump(),
     }

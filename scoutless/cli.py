@@ -213,7 +213,8 @@ def replay(
                                                         "backtest judged).")] = None,
     until: Annotated[datetime | None, typer.Option(help="... and before then.")] = None,
     policy: Annotated[list[str] | None, typer.Option(
-        help="A policy to replay (repeat it; default: replay.policies): default, scouts, history, model.")] = None,
+        help="A policy to replay (repeat it; default: replay.policies): default, scouts, history, model, "
+             "cost-aware.")] = None,
 ) -> None:
     """Run the finished jobs of the tasks the backtest judged (each answered by a model that never trained on
     it) again under each policy's requests with JEDI's retries, and compare: failed attempts, wasted

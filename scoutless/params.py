@@ -230,11 +230,29 @@ class TrainParams(Section):
     mlp: MLPParams = MLPParams()
 
 
+class RequestCosts(Section):
+    """What a request costs, per core-hour of the job it is for (models.requests.cost_aware_requests)."""
+
+    # A failed attempt: the run it burned (1: all of it, as an out-of-memory or walltime kill does) plus the
+    # delay of its retry and the larger request the retry runs at.
+    failed_attempt: Annotated[float, Field(gt=0)] = 1.5
+    # Memory reserved but unused, per MB-hour per core (1/2000: a core's slot holds 2000 MB).
+    unused_mb_hour: Annotated[float, Field(ge=0)] = 1 / 2000
+    # Every other limit (walltime, disk, I/O) reserves nothing while the job runs, but a larger one narrows the
+    # queues and sites a job can go to: the part beyond the need costs this per the same amount of need (0.02:
+    # a walltime limit twice the job's run costs 2 % of the run). A job's run grows with its need here.
+    unused_limit: Annotated[float, Field(ge=0)] = 0.02
+
+
 class RequestParams(Section):
     """What the served request controls (models.requests)."""
 
-    # The share of a task's finished jobs a request may leave above it (they fail and are retried).
+    # quantile: the job-level (1 - max_job_failure) quantile of every task; cost-aware: per task, the request
+    # of least expected cost under `cost` from the task's job-level predictive distribution.
+    policy: Literal["quantile", "cost-aware"] = "cost-aware"
+    # The share of a task's finished jobs the quantile request may leave above it (they fail, are retried).
     max_job_failure: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    cost: RequestCosts = RequestCosts()
 
 
 class SelectParams(Section):
@@ -296,17 +314,24 @@ class BacktestParams(Section):
     min_group_tasks: Annotated[int, Field(gt=0)] = 30  # a processing type is reported with this many tasks
 
 
-ReplayPolicy = Literal["default", "scouts", "history", "model"]
+ReplayPolicy = Literal["default", "scouts", "history", "model", "cost-aware"]
+# What a job that ran out of memory is retried at: JEDI's increase_memory ladder, the Kubernetes vertical pod
+# autoscaler's rule (+20 %, at least +100 MB), or scoutless' advice from the task's predictive distribution
+RetryRule = Literal["ladder", "vpa", "advice"]
 
 
 class ReplayParams(Section):
     """The replay (models.replay): the backtest's tasks, their real jobs run again under each policy's
     requests, with JEDI's retry rules."""
 
-    policies: list[ReplayPolicy] = ["default", "scouts", "history", "model"]
+    policies: list[ReplayPolicy] = ["default", "scouts", "history", "model", "cost-aware"]
     scout_jobs: Annotated[int, Field(gt=0)] = 10   # JEDI's nChunksForScout: the jobs that run first
     # JEDI's increase_memory: a job out of memory is retried at the next rung (MB per core) above its request
     memory_ladder_mb: list[Annotated[float, Field(gt=0)]] = [1000, 2000, 3000, 4000, 6000, 8000]
+    # Every policy retries a job out of memory by JEDI's ladder; `retry_policy` is also replayed with each of
+    # `retry_rules`, to compare them on the same requests
+    retry_policy: ReplayPolicy = "cost-aware"
+    retry_rules: list[RetryRule] = ["ladder", "vpa", "advice"]
     # ... and once more than this share of a task's jobs were bumped, the task's ramcount moves a rung up
     task_bump_share: Annotated[float, Field(gt=0, le=1)] = 0.3
     # A job past its walltime limit is killed there and retried with the limit times this

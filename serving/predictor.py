@@ -31,8 +31,16 @@ from scoutless.models.layout import (
     check_promotion,
     promoted_infos,
 )
+from scoutless.models.requests import retry_advice, vpa_retry
 from scoutless.models.targets import TARGETS
-from scoutless.serving.schema import IOPrediction, PredictResponse, TargetPrediction, TaskPrediction, TaskSpec
+from scoutless.serving.schema import (
+    IOPrediction,
+    PredictResponse,
+    RetryAdvice,
+    TargetPrediction,
+    TaskPrediction,
+    TaskSpec,
+)
 
 IO_HIGH_KBPS = 500.0  # JEDI's brokerage threshold for I/O-intensive tasks
 
@@ -166,8 +174,11 @@ class Predictor:
                 values = {q: float(np.round(row[q], 6)) for q in ("q50", "q90", "q95")}
                 failure = row.get("expected_job_failure")
                 fields = dict(unit=model.info["unit"], **values, request=float(np.round(row["request"], 6)),
-                              expected_job_failure=None if pd.isna(failure) else float(failure),
-                              request_quantile=request_quantile, model_version=model.info["version"])
+                              expected_job_failure=None if pd.isna(failure) else float(np.round(failure, 6)),
+                              request_policy=row["request_policy"], request_quantile=request_quantile,
+                              model_version=model.info["version"])
+                if model.candidate.spec.reserves_memory and task.failed_ramcount is not None:
+                    fields["retry"] = self._retry(model, row, task.failed_ramcount)
                 if model.target == "iointensity":
                     answer[model.target] = IOPrediction(
                         **fields, io_class="high" if values["q50"] > IO_HIGH_KBPS else "low")
@@ -175,6 +186,20 @@ class Predictor:
                     answer[model.target] = TargetPrediction(**fields)
             predictions.append(TaskPrediction(**answer))
         return PredictResponse(model_version=self.model_version, predictions=predictions)
+
+    @staticmethod
+    def _retry(model: PromotedModel, row: pd.Series, failed_at: float) -> RetryAdvice:
+        """The memory to ask next for a job of this task that ran out at `failed_at`."""
+        need = row.get("job_need")
+        if need is None or not isinstance(need, np.ndarray):   # no job-level calibration: nothing above to go by
+            return RetryAdvice(failed_at=failed_at, request=float(vpa_retry(np.array([failed_at]))[0]),
+                               expected_job_failure=None, rule="vpa")
+        candidate = model.candidate
+        asked, failure, advised = retry_advice(candidate.spec, need[None, :], candidate.job_calibration.levels,
+                                               np.array([failed_at]), candidate.request_costs)
+        return RetryAdvice(failed_at=failed_at, request=float(np.round(asked[0], 6)),
+                           expected_job_failure=float(np.round(failure[0], 6)) if advised[0] else None,
+                           rule="predictive" if advised[0] else "vpa")
 
     def metadata(self) -> dict:
         self.refresh_history()

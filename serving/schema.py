@@ -81,6 +81,11 @@ class TaskSpec(BaseModel):
     # The task parameter map as JEDI keeps it (JEDI_TaskParams.taskParams: an object, or its JSON text): its
     # coreCount, baseRamCount, baseWalltime and cpuEfficiency are what the task was submitted with, and win.
     taskparams: dict | str | None = None
+    # A job of this task ran out of memory at this ramcount (MB per core): the answer's ramcount.retry says
+    # what to ask next, from the task's job-level predictive distribution above it.
+    # (at least 1 MB: a bound, as OpenAPI 3.0 reads exclusiveMinimum as a boolean)
+    failed_ramcount: Annotated[float, Field(ge=1, le=MAX_EXACT_INTEGER, strict=True),
+                               BeforeValidator(_not_a_boolean)] | None = None
 
     @model_validator(mode="after")
     def input_totals(self) -> TaskSpec:
@@ -96,7 +101,7 @@ class TaskSpec(BaseModel):
         return self
 
     def row(self) -> dict:
-        return self.model_dump(exclude={"datasets"})
+        return self.model_dump(exclude={"datasets", "failed_ramcount"})
 
 
 def check_limits(tasks: list[TaskSpec], max_corecount: int) -> None:
@@ -112,18 +117,33 @@ class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=True)
 
 
+class RetryAdvice(Answer):
+    """What a job that ran out of memory at `failed_at` should ask next."""
+    failed_at: float
+    request: float
+    # The share of such jobs (those needing more than failed_at) expected to need more than `request`.
+    expected_job_failure: float | None
+    # predictive: from the task's job-level distribution above failed_at; vpa: it holds nothing above, and
+    # the answer is the vertical pod autoscaler's (+20 %, at least +100 MB).
+    rule: Literal["predictive", "vpa"]
+
+
 class TargetPrediction(Answer):
     unit: str
     q50: float
     q90: float
     q95: float
-    # What JEDI should set. For a target with a per-job limit, the job-level value calibrated to leave
-    # expected_job_failure of the task's jobs above it (models.requests); for cpuefficiency, the preset the
-    # served cputime is expressed with (JEDI's walltime limit divides by it).
+    # What JEDI should set. For a target with a per-job limit, a job-level value from the task's calibrated
+    # distribution of its jobs' needs (models.requests): by request_policy "cost-aware" the value of least
+    # expected cost, by "quantile" one fixed level for every task; expected_job_failure is the share of the
+    # task's jobs expected above it. For cpuefficiency ("preset"), the preset the served cputime is expressed
+    # with (JEDI's walltime limit divides by it).
     request: float
     expected_job_failure: float | None = None
-    request_quantile: Literal["q50", "q90", "q95"]   # the label quantile the request builds on
+    request_policy: Literal["cost-aware", "quantile", "preset", "label quantile"]
+    request_quantile: Literal["q50", "q90", "q95"]   # the label quantile the model's request builds on
     model_version: str
+    retry: RetryAdvice | None = None   # for ramcount, when the task gave failed_ramcount
 
 
 class IOPrediction(TargetPrediction):

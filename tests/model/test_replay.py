@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoutless.models.replay import Requests, next_rung, replay_task, run_jobs
+from scoutless.models.replay import Requests, next_rung, replay_task, retry_rule, run_jobs
+from scoutless.models.requests import job_levels
 from scoutless.params import JediParams, ReplayParams
 
 RULES = ReplayParams()
@@ -119,6 +120,26 @@ def test_the_bulk_runs_at_the_scout_formulas_value_measured_on_the_scouts():
     assert small["turnaround_h"] == 0.0 and small["jobs"] == 5
 
 
+def test_each_retry_rule_asks_what_it_says_after_an_out_of_memory_kill():
+    ladder = np.asarray(RULES.memory_ladder_mb)
+    levels = np.asarray(job_levels(0.02))
+    task = jobs([2500.0] * 4, start_every_min=0)   # launched together: each fails once at 2000, whatever the rule
+    for rule, retried_at in (("ladder", 3000.0), ("vpa", 2400.0)):
+        figures = run_jobs(task, DEFAULT, RULES, retry_rule(rule, ladder, None, levels, {}))
+        # vpa's 2400 is still short: a second failure, then 2880 (both above 2000 by 20 %)
+        assert figures["failed_memory"] == (4 if rule == "ladder" else 8), rule
+        last = retried_at if rule == "ladder" else 2400.0 * 1.2
+        assert figures["slack_mb_hours"] == pytest.approx(4 * (last - 2500.0) * 8 * 2.0), rule
+    # the advice asks from the task's job need above 2000: every point lies at 2500 or 2600
+    need = np.where(levels < 0.5, 2500.0, 2600.0)
+    cost = {"failed_attempt": 1.5, "unused_mb_hour": 1 / 2000, "unused_limit": 0.02}
+    advised = run_jobs(task, DEFAULT, RULES, retry_rule("advice", ladder, need, levels, cost))
+    assert advised["failed_memory"] == 4 and advised["slack_mb_hours"] == pytest.approx(4 * 100 * 8 * 2.0)
+    # a retry above the ladder's top rung finds no queue: the job is lost
+    lost = run_jobs(jobs([7900.0]), Requests(ramcount=7000.0), RULES, retry_rule("vpa", ladder, None, levels, {}))
+    assert lost["lost"] == 1 and lost["failed_memory"] == 1
+
+
 @pytest.mark.slow
 def test_the_pipeline_replays_its_backtest_and_writes_the_reports(served_project):
     """The replay stage the pipeline ran: every policy ran the same jobs; only scouts wait; the reports are
@@ -128,14 +149,19 @@ def test_the_pipeline_replays_its_backtest_and_writes_the_reports(served_project
     assert list(policies) == ReplayParams().policies
     assert len({figures["jobs"] for figures in policies.values()}) == 1 and policies["model"]["jobs"] > 0
     assert policies["scouts"]["turnaround_h_mean"] > 0
-    assert all(policies[p]["turnaround_h_total"] == 0 for p in ("default", "history", "model"))
+    assert all(policies[p]["turnaround_h_total"] == 0 for p in ("default", "history", "model", "cost-aware"))
     assert all(0 <= figures["reach"] <= 1 for figures in policies.values())
     folder = served_project / "reports" / "replay"
     per_task = pd.read_parquet(folder / "tasks.parquet")
     for policy, figures in policies.items():
-        rows = per_task[per_task["policy"] == policy]
+        rows = per_task[(per_task["policy"] == policy) & (per_task["retry"] == "ladder")]
         assert figures["failed_attempts"] == rows["failed_memory"].sum() + rows["failed_walltime"].sum()
         assert figures["tasks"] == len(rows) == report["window"]["tasks"]
+    # the retry policy with each retry rule, on the same requests: the ladder's row is the policy's own
+    retries = report["retries"]
+    assert retries["policy"] == "cost-aware" and list(retries["rules"]) == ["ladder", "vpa", "advice"]
+    assert retries["rules"]["ladder"] == policies["cost-aware"]
+    assert len({figures["jobs"] for figures in retries["rules"].values()}) == 1
     page = (folder / "index.html").read_text()
     for name in ("failures_vs_slack.png", "turnaround.png"):
         assert f'src="{name}"' in page and (folder / name).read_bytes()[:4] == b"\x89PNG"

@@ -1,7 +1,8 @@
 """Requests in PanDA's terms: the job-level request leaves the asked share of jobs above it on a hand-made
 archive whose job spread is known; the walltime JEDI derives from the served cputime and cpuefficiency covers
 a job of known CPU and efficiency; the label quantiles are unchanged by the request; the hindsight limit is
-the least slack at a share of jobs above, and a rule built on exact task levels reaches it."""
+the least slack at a share of jobs above, and a rule built on exact task levels reaches it; the cost-aware
+request is the least expected cost of a known distribution, and the retry advice asks from its tail."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import pytest
 from scoutless.archive.jedi_formulas import job_measurements
 from scoutless.models.candidates import CANDIDATES
 from scoutless.models.metrics import hindsight_slack, job_outcomes, job_slack
-from scoutless.models.requests import efficiency_request, reference_vs_hindsight, walltime_limit_s
+from scoutless.models.requests import (
+    cost_aware_requests,
+    efficiency_request,
+    job_levels,
+    quantile_requests,
+    reference_vs_hindsight,
+    retry_advice,
+    vpa_retry,
+    walltime_limit_s,
+)
 from scoutless.models.targets import TARGETS
 from scoutless.params import JediParams
 from tests.model.conftest import synthetic_features
@@ -41,6 +51,14 @@ def archive_with_known_spread(rng, first_task: int, n_tasks: int, start_day: flo
     return tasks, jobs
 
 
+class KnowsTheLevel(CANDIDATES["default"]):
+    """The default candidate fed each task's level (task_mb) as every quantile."""
+
+    def predict_quantiles(self, frame):
+        level = frame["task_mb"].to_numpy(dtype="float64")
+        return pd.DataFrame({"q50": level, "q90": level, "q95": level}, index=frame.index)
+
+
 def test_the_request_leaves_the_asked_share_of_jobs_above_it():
     """A candidate that knows each task's level exactly (the default candidate fed the level): the job-level
     request, calibrated on 3000 earlier tasks' jobs, leaves 2% of the next tasks' jobs above it in each
@@ -48,11 +66,6 @@ def test_the_request_leaves_the_asked_share_of_jobs_above_it():
     rng = np.random.default_rng(11)
     calibration, calibration_jobs = archive_with_known_spread(rng, 0, 3000, 0)
     later, later_jobs = archive_with_known_spread(rng, 10_000, 3000, 30)
-
-    class KnowsTheLevel(CANDIDATES["default"]):
-        def predict_quantiles(self, frame):
-            level = frame["task_mb"].to_numpy(dtype="float64")
-            return pd.DataFrame({"q50": level, "q90": level, "q95": level}, index=frame.index)
 
     config = {"value": None, "request": {"quantile": "q90", "max_job_failure": 0.02}, "calibration": SETTINGS}
     candidate = KnowsTheLevel(TARGETS["ramcount"], config)
@@ -68,6 +81,41 @@ def test_the_request_leaves_the_asked_share_of_jobs_above_it():
         assert share == pytest.approx(0.02, abs=0.006), kind
         at_q90 = job_outcomes(answered["q90"], jobs, "ram_mb_per_core")
         assert np.mean(at_q90["need"] > at_q90["request"]) > 0.3
+
+
+def realised_cost(requests: pd.Series, jobs: pd.DataFrame, cost: dict) -> float:
+    """Per job core-hour (every job alike here), what `requests` cost on the jobs' real needs."""
+    outcomes = job_outcomes(requests, jobs, "ram_mb_per_core")
+    return float(np.mean(cost["failed_attempt"] * (outcomes["need"] > outcomes["request"])
+                         + cost["unused_mb_hour"] * np.clip(outcomes["request"] - outcomes["need"], 0, None)))
+
+
+def test_the_cost_aware_request_costs_less_than_one_level_for_all_and_says_its_failures():
+    """The same candidate and archive: per task the cost-aware request leaves far more of the spread-out kind's
+    jobs above than of the narrow kind's, each as its expected failure says, and costs less on the next tasks'
+    real jobs than the 2% level for all."""
+    rng = np.random.default_rng(12)
+    calibration, calibration_jobs = archive_with_known_spread(rng, 0, 3000, 0)
+    later, later_jobs = archive_with_known_spread(rng, 10_000, 3000, 30)
+
+    request = {"quantile": "q90", "max_job_failure": 0.02, "policy": "cost-aware", "cost": COST}
+    candidate = KnowsTheLevel(TARGETS["ramcount"], {"value": None, "request": request, "calibration": SETTINGS})
+    candidate.calibrate_jobs(calibration, calibration_jobs, calibration["labels_known_at"].max())
+    answered = candidate.predict(later.set_index("jeditaskid", drop=False))
+    assert (answered["request_policy"] == "cost-aware").all()
+    assert (answered["request"] == answered["cost_aware_request"]).all()
+    shares = {}
+    for kind in ("deriv", "simul"):
+        ids = later.loc[later["processing_type"] == kind, "jeditaskid"]
+        jobs = later_jobs[later_jobs["jeditaskid"].isin(ids)]
+        above = job_outcomes(answered["request"], jobs, "ram_mb_per_core")
+        shares[kind] = float(np.mean(above["need"] > above["request"]))
+        expected = np.average(answered.loc[ids, "expected_job_failure"],
+                              weights=jobs["jeditaskid"].value_counts().reindex(ids).fillna(0))
+        assert shares[kind] == pytest.approx(expected, abs=0.01), kind
+    assert shares["simul"] > 3 * shares["deriv"]
+    assert realised_cost(answered["request"], later_jobs, COST) < 0.9 * realised_cost(
+        answered["quantile_request"], later_jobs, COST)
 
 
 def test_the_label_quantiles_are_unchanged_by_the_request():
@@ -167,3 +215,78 @@ def test_a_rule_on_exact_task_levels_reaches_the_hindsight_limit_and_noise_moves
     ratios = [reference_vs_hindsight(spec, level * rng.lognormal(0, sd, len(level)), jobs, 0.02)
               for sd in (0.05, 0.2)]
     assert 1.1 < ratios[0] < ratios[1]
+
+
+def normal_need(mean: float, spread: float, levels) -> np.ndarray:
+    """A task's job need (MB per core) at `levels`: normally spread around `mean`."""
+    from scipy.stats import norm
+
+    return (mean + spread * norm.ppf(np.asarray(levels)))[None, :]
+
+
+def brute_force_cost(need: np.ndarray, request: float, cost: dict) -> float:
+    """The expected cost of `request` over sampled needs, per job core-hour."""
+    return cost["failed_attempt"] * np.mean(need > request) + cost["unused_mb_hour"] * np.mean(
+        np.clip(request - need, 0, None))
+
+
+COST = {"failed_attempt": 1.5, "unused_mb_hour": 1 / 2000, "unused_limit": 0.02}
+MEMORY = TARGETS["ramcount"]
+
+
+def test_the_cost_aware_request_is_the_least_expected_cost_and_moves_with_the_costs():
+    levels = np.asarray(job_levels(0.02))
+    points = normal_need(3000.0, 400.0, levels)
+    asked, failure = cost_aware_requests(MEMORY, points, levels, COST)
+    # against every request, costed on a large sample of the same distribution
+    sample = np.random.default_rng(3).normal(3000.0, 400.0, 400_000)
+    grid = np.linspace(3000.0, 4600.0, 321)
+    best = grid[np.argmin([brute_force_cost(sample, r, COST) for r in grid])]
+    assert asked[0] == pytest.approx(best, abs=40.0)
+    assert failure[0] == pytest.approx(np.mean(sample > asked[0]), abs=0.01)
+    # failures dearer: a higher request; unused memory free: the top of the distribution
+    dearer, _ = cost_aware_requests(MEMORY, points, levels, {**COST, "failed_attempt": 10.0})
+    free, free_failure = cost_aware_requests(MEMORY, points, levels, {**COST, "unused_mb_hour": 0.0})
+    assert asked[0] < dearer[0] < free[0] and free_failure[0] == pytest.approx(1 - levels[-1])
+    # a wider task gets a lower level than a narrow one: its misses cost as much, its margin more
+    _, narrow = cost_aware_requests(MEMORY, normal_need(3000.0, 100.0, levels), levels, COST)
+    _, wide = cost_aware_requests(MEMORY, normal_need(3000.0, 1500.0, levels), levels, COST)
+    assert narrow[0] < failure[0] < wide[0]
+    # the quantile policy takes the one level it is given
+    assert quantile_requests(points, levels, 0.02)[0] == points[0, list(levels).index(0.98)]
+
+
+def test_the_retry_advice_asks_above_the_failure_from_the_tail_and_falls_back_to_vpa():
+    levels = np.asarray(job_levels(0.02))
+    points = np.repeat(normal_need(3000.0, 400.0, levels), 3, axis=0)
+    failed_at = np.array([3000.0, 3800.0, 99_000.0])
+    asked, failure, advised = retry_advice(MEMORY, points, levels, failed_at, COST)
+    assert advised.tolist() == [True, True, False]
+    assert 3000.0 < asked[0] < asked[1] and asked[1] > 3800.0   # a later failure: further up the tail
+    # conditioned on needing more than 3000 (half the jobs), the chance of needing more than the advice
+    sample = np.random.default_rng(4).normal(3000.0, 400.0, 400_000)
+    above = sample[sample > 3000.0]
+    assert failure[0] == pytest.approx(np.mean(above > asked[0]), abs=0.02)
+    # nothing of the distribution above 99,000: the vertical pod autoscaler's 20 %
+    assert asked[2] == pytest.approx(99_000.0 * 1.2) and np.isnan(failure[2])
+    assert vpa_retry(np.array([300.0, 2000.0])).tolist() == [400.0, 2400.0]
+
+
+def test_a_limit_that_reserves_nothing_sits_high_and_its_cost_weighs_the_work():
+    """A walltime-like limit: a job's run grows with its need, so the cost is per unit of the task's work; the
+    least-cost request on a lognormal need agrees with a brute force over a large sample."""
+    levels = np.asarray(job_levels(0.02))
+    from scipy.stats import norm
+
+    points = np.exp(norm.ppf(levels))[None, :]   # lognormal(0, 1)
+    sample = np.random.default_rng(5).lognormal(0.0, 1.0, 400_000)
+    for unused in (0.02, 0.5):
+        cost = {**COST, "unused_limit": unused}
+        asked, _ = cost_aware_requests(TARGETS["cputime"], points, levels, cost)
+        grid = np.exp(np.linspace(0.0, 3.2, 321))
+        brute = [(cost["failed_attempt"] * sample[sample > r].sum() + unused * np.clip(r - sample, 0, None).sum())
+                 / sample.sum() for r in grid]
+        best = grid[int(np.argmin(brute))]
+        assert np.log(asked[0]) == pytest.approx(np.log(best), abs=0.1), unused
+    cheap, cheap_failure = cost_aware_requests(TARGETS["cputime"], points, levels, COST)
+    assert cheap_failure[0] < 0.01   # the default costs: a generous limit

@@ -44,6 +44,8 @@ BAD_INPUTS = [
     (json.dumps({"tasks": [{**MINIMAL, "corecount": "8"}]}), 400, ["corecount", "integer"]),   # text: not a count
     (json.dumps({"tasks": [{**MINIMAL, "total_nfiles": 10.5}]}), 400, ["total_nfiles", "integer"]),
     (json.dumps({"tasks": [{**MINIMAL, "creationdate": 1700000000}]}), 400, ["creationdate", "iso 8601"]),
+    (json.dumps({"tasks": [{**MINIMAL, "failed_ramcount": 0}]}), 400, ["failed_ramcount", "greater than or equal"]),
+    (json.dumps({"tasks": [{**MINIMAL, "failed_ramcount": "2000"}]}), 400, ["failed_ramcount", "number"]),
 ]
 # (content type, body): refused with a 415 before the body is parsed
 # Schemathesis's coverage phase (every field's boundary values) sends some 250 requests more, about two minutes
@@ -66,8 +68,9 @@ def check_answer(body: dict, presets: list[float | None]) -> None:
                 assert values["request"] == (preset or JediParams().cpuefficiency_if_null)
                 assert values["expected_job_failure"] is None
             else:
-                # a job-level request, calibrated to leave the configured share of the jobs above it
-                assert values["request"] > 0 and values["expected_job_failure"] == Params().request.max_job_failure
+                # a job-level request by the configured policy, with the share of the jobs expected above it
+                assert values["request"] > 0 and values["request_policy"] == Params().request.policy
+                assert 0 < values["expected_job_failure"] <= 0.5 and values["retry"] is None
         assert prediction["iointensity"]["class"] in ("low", "high")
         assert prediction["ramcount"]["unit"] == "MBPerCore" and prediction["cputime"]["unit"] == "HS06sPerEvent"
 
@@ -126,6 +129,24 @@ def test_the_values_of_a_parameter_map_are_those_the_task_was_submitted_with(cli
     assert answer({**changed, "taskparams": parameter_map}) == expected
     assert answer({**changed, "taskparams": json.dumps(parameter_map)}) == expected
     assert answer(changed)["cpuefficiency"]["request"] == 40 != expected["cpuefficiency"]["request"]
+
+
+def test_a_job_out_of_memory_gets_the_memory_to_ask_next(client):
+    """Given the ramcount a job of the task ran out of memory at, the answer's ramcount says what to ask next:
+    above it, from the task's distribution (the chance of failing again beside it); far above everything the
+    task's jobs could need, the vertical pod autoscaler's +20 %."""
+    def ramcount(task: dict) -> dict:
+        response = client.post("/predict", json={"tasks": [task]})
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]["ramcount"]
+
+    first = ramcount(MINIMAL)
+    retry = ramcount({**MINIMAL, "failed_ramcount": first["request"]})["retry"]
+    assert retry["failed_at"] == first["request"] < retry["request"] and retry["rule"] == "predictive"
+    assert 0 < retry["expected_job_failure"] < 1
+    beyond = ramcount({**MINIMAL, "failed_ramcount": 10**6})["retry"]
+    assert beyond == {"failed_at": 10**6, "request": 1.2 * 10**6, "expected_job_failure": None, "rule": "vpa"}
+    assert ramcount({**MINIMAL, "failed_ramcount": 10**6})["request"] == first["request"]   # the task's own: unchanged
 
 
 @pytest.mark.parametrize(("body", "status", "words"), BAD_INPUTS, ids=range(len(BAD_INPUTS)))
