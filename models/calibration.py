@@ -141,13 +141,12 @@ class CalibrationPool:
         else:
             age_days = (moment - self.created) / NS_PER_DAY
             weights = 0.5 ** (np.clip(age_days, 0, None) / half_life)
-        if self.scores.shape[1] == 1:   # one score at every level: one sort, one cumulative share
-            chosen = self._order[0][rows[self._order[0]]]
-            return [float(v) for v in _sorted_conformal_quantiles(self.scores[chosen, 0], weights[chosen], self.levels)]
+        # the levels each score column answers: one column answers every level (one sort, one cumulative share)
+        per_column = [self.levels] if self.scores.shape[1] == 1 else [(q,) for q in self.levels]
         out = []
-        for i, q in enumerate(self.levels):
+        for i, levels in enumerate(per_column):
             chosen = self._order[i][rows[self._order[i]]]
-            out.append(float(_sorted_conformal_quantiles(self.scores[chosen, i], weights[chosen], (q,))[0]))
+            out += [float(v) for v in _sorted_conformal_quantiles(self.scores[chosen, i], weights[chosen], levels)]
         return out
 
     def _group_rows(self, known: np.ndarray, code: int) -> np.ndarray | None:

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from scoutless.archive.jedi_formulas import task_values
-from scoutless.models.requests import efficiency_request, job_levels, retry_advice, vpa_retry, walltime_limit_s
+from scoutless.models.requests import efficiency_request, job_levels, job_retry, vpa_retry, walltime_limit_s
 from scoutless.models.targets import TARGETS
 from scoutless.params import JediParams, Params, ReplayParams
 from scoutless.paths import build_dir, replace_dir, resolve, write_json
@@ -90,11 +90,9 @@ def retry_rule(rule: str, ladder: np.ndarray, job_need: np.ndarray | None, level
     `levels` (models.requests.retry_advice; the autoscaler's rule for a task without one)."""
     if rule == "ladder":
         return ladder_retry(ladder)
-    if rule == "vpa" or job_need is None:
+    if rule == "vpa":
         return lambda failed_at: float(vpa_retry(np.array([failed_at]))[0])
-    points = np.asarray(job_need, dtype="float64")[None, :]
-    memory = TARGETS["ramcount"]
-    return lambda failed_at: float(retry_advice(memory, points, levels, np.array([failed_at]), cost)[0][0])
+    return lambda failed_at: job_retry(TARGETS["ramcount"], job_need, levels, failed_at, cost)[0]
 
 
 # Event kinds, in the order they happen at one instant: a failure (and the bump it brings) before a start

@@ -133,6 +133,18 @@ def retry_advice(spec: TargetSpec, points: np.ndarray, levels, failed_at: np.nda
             np.where(advised, beyond[rows, best], np.nan), advised)
 
 
+def job_retry(spec: TargetSpec, job_need: np.ndarray | None, levels, failed_at: float,
+              cost: dict) -> tuple[float, float | None]:
+    """retry_advice for one job of a task whose job need at `levels` is `job_need`: (the memory to ask next,
+    P(need > it | need > failed_at)); the autoscaler's answer, with no probability, where the task has no
+    distribution or it holds nothing above failed_at."""
+    if job_need is None:
+        return float(vpa_retry(np.array([failed_at]))[0]), None
+    asked, failure, advised = retry_advice(spec, np.asarray(job_need, dtype="float64")[None, :], levels,
+                                           np.array([failed_at]), cost)
+    return float(asked[0]), float(failure[0]) if advised[0] else None
+
+
 def efficiency_request(frame: pd.DataFrame, default_efficiency: float) -> np.ndarray:
     """The cpuefficiency JEDI should keep: the preset the task's cputime is expressed with (JEDI's default
     when the task gives none)."""

@@ -31,7 +31,7 @@ from scoutless.models.layout import (
     check_promotion,
     promoted_infos,
 )
-from scoutless.models.requests import retry_advice, vpa_retry
+from scoutless.models.requests import job_retry
 from scoutless.models.targets import TARGETS
 from scoutless.serving.schema import (
     IOPrediction,
@@ -191,15 +191,13 @@ class Predictor:
     def _retry(model: PromotedModel, row: pd.Series, failed_at: float) -> RetryAdvice:
         """The memory to ask next for a job of this task that ran out at `failed_at`."""
         need = row.get("job_need")
-        if need is None or not isinstance(need, np.ndarray):   # no job-level calibration: nothing above to go by
-            return RetryAdvice(failed_at=failed_at, request=float(vpa_retry(np.array([failed_at]))[0]),
-                               expected_job_failure=None, rule="vpa")
         candidate = model.candidate
-        asked, failure, advised = retry_advice(candidate.spec, need[None, :], candidate.job_calibration.levels,
-                                               np.array([failed_at]), candidate.request_costs)
-        return RetryAdvice(failed_at=failed_at, request=float(np.round(asked[0], 6)),
-                           expected_job_failure=float(np.round(failure[0], 6)) if advised[0] else None,
-                           rule="predictive" if advised[0] else "vpa")
+        asked, failure = job_retry(candidate.spec, need if isinstance(need, np.ndarray) else None,
+                                   candidate.job_calibration.levels if candidate.job_calibration else (),
+                                   failed_at, candidate.request_costs)
+        return RetryAdvice(failed_at=failed_at, request=float(np.round(asked, 6)),
+                           expected_job_failure=None if failure is None else float(np.round(failure, 6)),
+                           rule="vpa" if failure is None else "predictive")
 
     def metadata(self) -> dict:
         self.refresh_history()
