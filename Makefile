@@ -1,9 +1,11 @@
 # scoutless: `make run` runs the whole pipeline on the embedded archive; `make test` runs the tests.
-# Both create the virtual environment and install the pinned dependencies first.
+# Both create the virtual environment and install the pinned dependencies first (with uv: the same
+# constraints as pip, resolved and downloaded in parallel, in seconds rather than minutes).
 
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
 
 # The pipeline's commands (scoutless, dvc) come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -19,8 +21,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,mysql]"
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev,mysql]"
 	touch $@
 
 run: install

@@ -17,6 +17,9 @@ import typer
 from scoutless.telemetry import disable_telemetry
 
 disable_telemetry()
+# A flow run outside a Prefect server starts a temporary one, which Prefect waits 20 s for: too short on a
+# loaded machine, where the run then fails before its first stage.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(
     help="Predict the resources a PanDA task will need before its scout jobs run.",
