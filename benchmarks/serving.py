@@ -1,11 +1,17 @@
-"""Serving latency and throughput over HTTP on loopback, beside the in-process predict time (the limit).
+"""Serving latency and throughput, in process and over HTTP on loopback, with a history snapshot of 20k and
+of 1M tasks, side by side in one run.
 
-    python -m benchmarks.serving [--single 300] [--batches 10] [--clients 16] [--seconds 15]
+    python -m benchmarks.serving [--project DIR] [--sizes 20000 1000000] [--single 2000] [--clients 50]
+                                 [--seconds 60]
 
-Needs promoted models (run the pipeline first). Starts a real `scoutless serve` on a free port, then:
-- one task per request, sequential: latency p50/p99
-- 1,000 tasks per request: latency p50/p99, against the in-process `Predictor.predict` of the same batch
-- `--clients` concurrent clients sending one task per request for `--seconds`: requests/s
+Needs promoted models (run the pipeline first). For each snapshot size, the project's snapshot is enlarged to
+that many rows (its own rows, then copies under new keys: the look-ups of real tasks stay those of the project,
+the dictionaries and the frame to filter grow) and written as the history artifact of a scratch project that
+serves the same promoted models. Then:
+- in process, one task: the hot path (`Predictor.answer`, compiled models) and the pandas path
+  (`predict_frame`, the library's models); the same for 1,000 of the archive's tasks;
+- a real `scoutless serve`: one task per request (p50, p99), 1,000 tasks per request, and `--clients`
+  concurrent clients sending one task each for `--seconds` (throughput, errors, p99).
 Writes benchmarks/results/serving.{json,md}.
 """
 
@@ -14,40 +20,127 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 
-from benchmarks.common import write_results
+from benchmarks.common import peak_rss_mb, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = json.loads((REPO / "examples" / "task.json").read_text())["tasks"][0]
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
+def percentiles(values: list[float]) -> dict:
+    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99)), "n": len(values)}
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def archive_tasks(project: Path, n: int) -> list[dict]:
+    """`n` of the project's validated tasks as a client sends them (whole floats as counts), else the example."""
+    path = project / "data" / "validated" / "tasks.parquet"
+    if not path.exists():
+        return [{**EXAMPLE, "jeditaskid": i} for i in range(n)]
+    tasks = pd.read_parquet(path)
+    tasks = tasks.sample(n, replace=len(tasks) < n, random_state=0)
+    tasks["creationdate"] = pd.Timestamp.now().strftime("%Y-%m-%dT%H:%M:%S")
+    fields = ("jeditaskid", "taskname", "prodsourcelabel", "processingtype", "corecount", "transpath", "transhome",
+              "transuses", "campaign", "workinggroup", "gshare", "username", "tasktype", "creationdate",
+              "baseramcount", "basewalltime", "cpuefficiency", "total_nfiles", "total_nevents", "n_input_datasets")
+    records = []
+    for row in tasks[[f for f in fields if f in tasks]].to_dict("records"):
+        records.append({k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in row.items()
+                        if isinstance(v, str) or not pd.isna(v)})
+    return records
+
+
+def enlarged(snapshot: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The snapshot's rows, then copies of them under new keys, `rows` rows in all."""
+    copies = [snapshot]
+    total, copy = len(snapshot), 0
+    while total < rows:
+        copy += 1
+        extra = snapshot.iloc[: rows - total].copy()
+        extra["key"] = extra["key"] + f"\x1e{copy}"
+        if "series" in extra:
+            extra["series"] = extra["series"].where(extra["series"].isna(), extra["series"] + f"\x1e{copy}")
+        copies.append(extra)
+        total += len(extra)
+    return pd.concat(copies, ignore_index=True)
+
+
+def scratch_project(project: Path, snapshot: pd.DataFrame, where: Path) -> Path:
+    """A project serving `project`'s promoted models with `snapshot` as its history artifact."""
+    from scoutless.features.history_artifact import INFO_FILE
+    from scoutless.models.layout import SNAPSHOT_FILE
+
+    where.mkdir(parents=True)
+    shutil.copy(project / "params.yaml", where / "params.yaml")
+    (where / "artifacts").mkdir()
+    (where / "artifacts" / "promoted").symlink_to((project / "artifacts" / "promoted").resolve())
+    history = where / "artifacts" / "history"
+    history.mkdir()
+    snapshot.to_parquet(history / SNAPSHOT_FILE)
+    (history / INFO_FILE).write_text(json.dumps({"as_of": str(pd.Timestamp.now()), "snapshot_rows": len(snapshot)}))
+    return where
+
+
+def timed(call, repeat: int) -> list[float]:
+    call()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def in_process(project: Path, tasks: list[dict], repeat: int) -> dict:
+    from scoutless.params import TARGETS
+    from scoutless.serving.predictor import Predictor
+
+    promoted, history = project / "artifacts" / "promoted", project / "artifacts" / "history"
+    rss = peak_rss_mb()
+    started = time.perf_counter()
+    fast = Predictor.from_promoted(promoted, list(TARGETS), history)
+    fast.answer(tasks[:1])   # builds the snapshot's dictionaries
+    load_s = time.perf_counter() - started
+    library = Predictor.from_promoted(promoted, list(TARGETS), history, compiled=False)
+    one, many = tasks[:1], tasks[:1000]
+    return {
+        "load_and_index_s": load_s, "peak_rss_growth_mb": peak_rss_mb() - rss,
+        "hot_single_ms": percentiles(timed(lambda: fast.answer(one), repeat)),
+        "pandas_single_ms": percentiles(timed(lambda: library.predict_frame(pd.DataFrame(one)), 20)),
+        "hot_batch_1000_ms": percentiles(timed(lambda: fast.answer(many), 5)),
+        "pandas_batch_1000_ms": percentiles(timed(lambda: library.predict_frame(pd.DataFrame(many)), 3)),
+    }
+
+
+def start_server(project: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    env = {**os.environ, "SCOUTLESS_PROJECT_DIR": str(project), "BENTOML_DO_NOT_TRACK": "True"}
     process = subprocess.Popen([str(Path(sys.executable).with_name("scoutless")), "serve", "--port", str(port)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
+    for _ in range(600):
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return process, url
         except httpx.TransportError:
-            time.sleep(0.5)
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.5)
     process.kill()
     raise RuntimeError("scoutless serve did not become ready")
 
@@ -62,15 +155,20 @@ def timed_requests(client: httpx.Client, url: str, body: dict, n: int) -> list[f
     return times
 
 
-def concurrent_throughput(url: str, clients: int, seconds: float) -> dict:
+def concurrent_clients(url: str, body: dict, clients: int, seconds: float) -> dict:
     stop = time.monotonic() + seconds
-    counts, errors = [0] * clients, [0] * clients
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
 
     def work(i: int) -> None:
         with httpx.Client(timeout=30) as client:
             while time.monotonic() < stop:
-                ok = client.post(f"{url}/predict", json={"tasks": [EXAMPLE]}).status_code == 200
-                counts[i] += ok
+                started = time.perf_counter()
+                try:
+                    ok = client.post(f"{url}/predict", json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies[i].append((time.perf_counter() - started) * 1000)
                 errors[i] += not ok
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
@@ -80,78 +178,73 @@ def concurrent_throughput(url: str, clients: int, seconds: float) -> dict:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    return {"clients": clients, "seconds": elapsed, "requests": sum(counts), "errors": sum(errors),
-            "requests_per_s": sum(counts) / elapsed}
+    every = [t for times in latencies for t in times]
+    return {"clients": clients, "seconds": elapsed, "requests": len(every), "errors": sum(errors),
+            "requests_per_s": len(every) / elapsed, "latency_ms": percentiles(every)}
 
 
-def in_process(batch: list[dict], repeat: int) -> tuple[list[float], list[float]]:
-    from scoutless.params import load_params
-    from scoutless.paths import resolve
-    from scoutless.serving.predictor import Predictor
-    from scoutless.serving.schema import TaskSpec
-
-    params = load_params(REPO / "params.yaml")
-    predictor = Predictor.from_promoted(resolve(params.paths.promoted, REPO), list(params.targets))
-    one = [TaskSpec(**EXAMPLE)]
-    many = [TaskSpec(**task) for task in batch]
-    predictor.predict(one)
-    single, batched = [], []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        predictor.predict(one)
-        single.append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        predictor.predict(many)
-        batched.append((time.perf_counter() - started) * 1000)
-    return single, batched
+def over_http(project: Path, tasks: list[dict], single: int, clients: int, seconds: float) -> dict:
+    process, url = start_server(project)
+    try:
+        with httpx.Client(timeout=60) as client:
+            timed_requests(client, url, {"tasks": tasks[:1]}, 50)   # warm up
+            one = timed_requests(client, url, {"tasks": tasks[:1]}, single)
+            many = timed_requests(client, url, {"tasks": tasks[:1000]}, 10)
+        return {"single_ms": percentiles(one), "batch_1000_ms": percentiles(many),
+                "concurrent": concurrent_clients(url, {"tasks": tasks[:1]}, clients, seconds)}
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--single", type=int, default=300)
-    parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--project", type=Path, default=REPO)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 1_000_000])
+    parser.add_argument("--single", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    from scoutless.models.layout import SNAPSHOT_FILE
+    from scoutless.params import TARGETS
 
-    batch = [{**EXAMPLE, "jeditaskid": i} for i in range(1000)]
-    local_single, local_batch = in_process(batch, args.batches)
-    process, url = start_server()
-    try:
-        with httpx.Client(timeout=60) as client:
-            timed_requests(client, url, {"tasks": [EXAMPLE]}, 20)  # warm up
-            single = timed_requests(client, url, {"tasks": [EXAMPLE]}, args.single)
-            batched = timed_requests(client, url, {"tasks": batch}, args.batches)
-        throughput = concurrent_throughput(url, args.clients, args.seconds)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    project = args.project.resolve()
+    snapshot = pd.read_parquet(project / "artifacts" / "promoted" / next(iter(TARGETS)) / SNAPSHOT_FILE)
+    tasks = archive_tasks(project, 1000)
+    results: dict = {"cores": os.cpu_count(), "project_snapshot_rows": len(snapshot), "sizes": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in args.sizes:
+            served = scratch_project(project, enlarged(snapshot, size), Path(scratch) / str(size))
+            local = in_process(served, tasks, args.single)
+            http = over_http(served, tasks, min(args.single, 1000), args.clients, args.seconds)
+            http["batch_http_over_hot"] = http["batch_1000_ms"]["p50"] / local["hot_batch_1000_ms"]["p50"]
+            results["sizes"][str(size)] = {"in_process": local, "http": http}
+            print(json.dumps({size: results["sizes"][str(size)]}, indent=1), flush=True)
 
-    results = {
-        "http_single_ms": {"p50": percentile(single, 50), "p99": percentile(single, 99), "n": len(single)},
-        "http_batch_1000_ms": {"p50": percentile(batched, 50), "p99": percentile(batched, 99), "n": len(batched)},
-        "in_process_single_ms": {"p50": statistics.median(local_single)},
-        "in_process_batch_1000_ms": {"p50": statistics.median(local_batch)},
-        "throughput": throughput,
-    }
-    results["batch_http_over_in_process"] = results["http_batch_1000_ms"]["p50"] / results[
-        "in_process_batch_1000_ms"]["p50"]
-    table = "\n".join([
-        f"Serving on loopback ({os.cpu_count()} cores; one `scoutless serve` process)",
-        "",
-        "| measure | p50 | p99 |",
-        "|---|---|---|",
-        f"| HTTP, 1 task per request (ms) | {results['http_single_ms']['p50']:.1f} | "
-        f"{results['http_single_ms']['p99']:.1f} |",
-        f"| in-process, 1 task (ms) | {results['in_process_single_ms']['p50']:.1f} | |",
-        f"| HTTP, 1,000 tasks per request (ms) | {results['http_batch_1000_ms']['p50']:.0f} | "
-        f"{results['http_batch_1000_ms']['p99']:.0f} |",
-        f"| in-process, 1,000 tasks (ms) | {results['in_process_batch_1000_ms']['p50']:.0f} | |",
-        f"| **HTTP / in-process, 1,000 tasks** | **{results['batch_http_over_in_process']:.2f}x** | |",
-        f"| {args.clients} concurrent clients, 1 task each (requests/s) | {throughput['requests_per_s']:.1f} "
-        f"({throughput['errors']} errors) | |",
-    ])
+    lines = [f"Serving on loopback ({os.cpu_count()} cores; one `scoutless serve` process; the clients share the "
+             f"machine). Snapshot: the project's {len(snapshot):,} rows enlarged.", "",
+             "| measure | " + " | ".join(f"{int(s):,}-row snapshot" for s in results["sizes"]) + " |",
+             "|---|" + "---|" * len(results["sizes"])]
+
+    def row(label: str, pick) -> None:
+        lines.append(f"| {label} | " + " | ".join(pick(r) for r in results["sizes"].values()) + " |")
+
+    row("in process, 1 task, hot path: p50 / p99 (ms)", lambda r: "{p50:.3f} / {p99:.3f}".format(
+        **r["in_process"]["hot_single_ms"]))
+    row("in process, 1 task, pandas path: p50 (ms)", lambda r: f"{r['in_process']['pandas_single_ms']['p50']:.1f}")
+    row("in process, 1,000 tasks, hot path (ms)", lambda r: f"{r['in_process']['hot_batch_1000_ms']['p50']:.0f}")
+    row("in process, 1,000 tasks, pandas path (ms)",
+        lambda r: f"{r['in_process']['pandas_batch_1000_ms']['p50']:.0f}")
+    row("HTTP, 1 task: p50 / p99 (ms)", lambda r: "{p50:.2f} / {p99:.2f}".format(**r["http"]["single_ms"]))
+    row("HTTP, 1,000 tasks: p50 (ms)", lambda r: f"{r['http']['batch_1000_ms']['p50']:.0f}")
+    row("**HTTP / in process (hot), 1,000 tasks**", lambda r: f"**{r['http']['batch_http_over_hot']:.2f}x**")
+    row(f"{args.clients} clients for {args.seconds:.0f} s: requests/s, errors, p99 (ms)",
+        lambda r: "{:.0f}, {}, {:.1f}".format(r["http"]["concurrent"]["requests_per_s"],
+                                              r["http"]["concurrent"]["errors"],
+                                              r["http"]["concurrent"]["latency_ms"]["p99"]))
+    row("load + snapshot index (s), peak RSS growth (MB)", lambda r: "{:.1f}, {:.0f}".format(
+        r["in_process"]["load_and_index_s"], r["in_process"]["peak_rss_growth_mb"]))
+    table = "\n".join(lines)
     write_results("serving", results, table)
     print(table)
 

@@ -10,11 +10,12 @@ JEDI change the row afterwards.
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import pandas as pd
 
 from scoutless.features.history import history_feature_names, history_features, history_table
-from scoutless.features.parse import framework, processing_type, release, submitted_values, taskname_tokens
+from scoutless.features.parse import framework, number, processing_type, release, submitted, taskname_tokens, text
 
 CATEGORICAL_FEATURES = (
     "prodsourcelabel", "processing_type", "framework", "transpath", "release", "campaign", "workinggroup",
@@ -28,55 +29,59 @@ NUMERIC_FEATURES = (
 )
 
 
-def _number(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column not in frame:
-        return pd.Series(np.nan, index=frame.index, dtype="float64")
-    return pd.to_numeric(frame[column], errors="coerce").astype("float64")
+SUBMISSION_FEATURES = (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
+_CATEGORICAL = frozenset(CATEGORICAL_FEATURES)
+_TEXT_FIELDS = ("prodsourcelabel", "transpath", "campaign", "workinggroup", "gshare", "tasktype", "username")
+# The fields of a task the features are read from.
+TASK_FIELDS = (*_TEXT_FIELDS, "processingtype", "transhome", "transuses", "taskname", "taskparams", "corecount",
+               "baseramcount", "basewalltime", "cpuefficiency", "total_nfiles", "total_nevents", "n_input_datasets")
+_TOKENS = ("project", "dsid", "physics_short", "step", "data_format", "n_tags", "e_tag", "s_tag", "r_tag", "p_tag")
 
 
-def _text(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column not in frame:
-        return pd.Series(pd.NA, index=frame.index, dtype="string")
-    return frame[column].astype("string")
+def task_features(task: dict) -> dict:
+    """Features of one task (a dict of its jedi_tasks fields, plus its input totals) from its own fields only
+    (no history): text (None: missing) for the categorical features, floats (NaN: missing) for the numeric
+    ones. Missing fields give missing features, never an error: the service calls this on whatever a client
+    sends. A value the task's parameter map (`taskparams`) holds is the one it was submitted with, and wins
+    over its row's."""
+    preset = submitted(task.get("taskparams"))
 
-
-def submission_features(tasks: pd.DataFrame) -> pd.DataFrame:
-    """Features of each task from its own fields only (no history). Missing fields give missing
-    features, never an error: the service calls this on whatever a client sends. A value the task's
-    parameter map (`taskparams`) holds is the one it was submitted with, and wins over its row's."""
-    submitted = submitted_values(tasks)
-
-    def at_submission(column: str) -> pd.Series:
-        return submitted[column].fillna(_number(tasks, column))
+    def at_submission(column: str) -> float:
+        value = preset[column]
+        return number(task.get(column)) if math.isnan(value) else value
 
     cores = at_submission("corecount")
-    files, events = _number(tasks, "total_nfiles"), _number(tasks, "total_nevents")
-    out = pd.DataFrame({
-        "prodsourcelabel": _text(tasks, "prodsourcelabel"),
-        "processing_type": processing_type(_text(tasks, "processingtype")),
-        "framework": framework(_text(tasks, "transhome")),
-        "transpath": _text(tasks, "transpath"),
-        "campaign": _text(tasks, "campaign"),
-        "workinggroup": _text(tasks, "workinggroup"),
-        "gshare": _text(tasks, "gshare"),
-        "tasktype": _text(tasks, "tasktype"),
-        "username": _text(tasks, "username"),
-        "corecount_class": pd.Series(np.where(cores > 1, "multi", np.where(cores == 1, "single", "any")),
-                                     index=tasks.index, dtype="string"),
+    files, events = number(task.get("total_nfiles")), number(task.get("total_nevents"))
+    transhome = text(task.get("transhome"))
+    out = {column: text(task.get(column)) for column in _TEXT_FIELDS}
+    out |= {
+        "processing_type": processing_type(text(task.get("processingtype"))),
+        "framework": framework(transhome),
+        "corecount_class": "multi" if cores > 1 else "single" if cores == 1 else "any",
         "corecount": cores,
         "total_nfiles": files,
         "total_nevents": events,
-        "n_input_datasets": _number(tasks, "n_input_datasets"),
-        "events_per_file": (events / files).where(files > 0),
+        "n_input_datasets": number(task.get("n_input_datasets")),
+        "events_per_file": events / files if files > 0 else math.nan,
         "baseramcount": at_submission("baseramcount"),
         "basewalltime": at_submission("basewalltime"),
         "preset_cpuefficiency": at_submission("cpuefficiency"),
-    }, index=tasks.index)
-    out = out.join(release(_text(tasks, "transhome"), _text(tasks, "transuses")))
-    tokens = taskname_tokens(_text(tasks, "taskname"))
-    out = out.join(tokens[["project", "dsid", "physics_short", "step", "data_format", "n_tags",
-                           "e_tag", "s_tag", "r_tag", "p_tag"]])
-    return out[list(CATEGORICAL_FEATURES + NUMERIC_FEATURES)]
+    }
+    out |= release(transhome, text(task.get("transuses")))
+    tokens = taskname_tokens(text(task.get("taskname")))
+    out |= {name: tokens[name] for name in _TOKENS}
+    return {name: out[name] for name in SUBMISSION_FEATURES}
+
+
+def submission_features(tasks: pd.DataFrame) -> pd.DataFrame:
+    """`task_features` of every task of a frame: categorical columns of pandas' string dtype, numeric ones
+    float64."""
+    fields = tasks[[column for column in TASK_FIELDS if column in tasks]]
+    records = fields.to_dict("records") if len(fields.columns) else [{}] * len(tasks)   # no field: no record
+    rows = [task_features(task) for task in records]
+    return pd.DataFrame({name: pd.array([row[name] for row in rows],
+                                        dtype="string" if name in _CATEGORICAL else "float64")
+                         for name in SUBMISSION_FEATURES}, index=tasks.index)
 
 
 def labels_known_at(tasks: pd.DataFrame) -> pd.Series:

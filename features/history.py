@@ -20,10 +20,12 @@ last row of its group strictly before its creation.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 import pandas as pd
 
-from scoutless.features.parse import release_series_frame
+from scoutless.features.parse import release_series, release_series_frame
 
 # group name -> the columns (of the submission features) that define "the same kind of task"
 HISTORY_GROUPS: dict[str, tuple[str, ...]] = {
@@ -178,16 +180,82 @@ def history_features(tasks: pd.DataFrame, table: pd.DataFrame, targets: list[str
             if len(alone):
                 earlier = _earlier_release_history(alone.reset_index(), rows)
                 found = pd.concat([found.drop(index=earlier.index), earlier])
-        found = found.reindex(np.arange(len(tasks)))
-        result[f"hist_{group}_n"] = found["n"].fillna(0).to_numpy(dtype="float64")
-        for target in targets:
-            n = found[f"n_{target}"].to_numpy(dtype="float64")
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean = found[f"sum_{target}"].to_numpy(dtype="float64") / n
-                var = found[f"sumsq_{target}"].to_numpy(dtype="float64") / n - mean**2
-            result[f"hist_{group}_{target}_mean"] = np.where(n > 0, mean, np.nan)
-            result[f"hist_{group}_{target}_std"] = np.where(n > 1, np.sqrt(np.clip(var, 0, None)), np.nan)
-            result[f"hist_{group}_{target}_decayed_mean"] = np.where(n > 0, _column(found, f"decayed_{target}"), np.nan)
-            result[f"hist_{group}_{target}_last{LAST_K}_mean"] = np.where(n > 0, _column(found, f"last_{target}"),
-                                                                          np.nan)
+        result |= _group_features(found.reindex(np.arange(len(tasks))), group, targets)
     return pd.DataFrame(result, index=tasks.index)
+
+
+def _group_features(found: pd.DataFrame, group: str, targets: list[str]) -> dict[str, np.ndarray]:
+    """The features of `group` from the running rows found for each task (NaN rows: none found)."""
+    result = {f"hist_{group}_n": found["n"].fillna(0).to_numpy(dtype="float64")}
+    for target in targets:
+        n = found[f"n_{target}"].to_numpy(dtype="float64")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = found[f"sum_{target}"].to_numpy(dtype="float64") / n
+            var = found[f"sumsq_{target}"].to_numpy(dtype="float64") / n - mean**2
+        result[f"hist_{group}_{target}_mean"] = np.where(n > 0, mean, np.nan)
+        result[f"hist_{group}_{target}_std"] = np.where(n > 1, np.sqrt(np.clip(var, 0, None)), np.nan)
+        result[f"hist_{group}_{target}_decayed_mean"] = np.where(n > 0, _column(found, f"decayed_{target}"), np.nan)
+        result[f"hist_{group}_{target}_last{LAST_K}_mean"] = np.where(n > 0, _column(found, f"last_{target}"),
+                                                                      np.nan)
+    return result
+
+
+class HistoryIndex:
+    """A snapshot's history features by group and key, for tasks one at a time: the same values as
+    `history_features` on the snapshot, from dictionary look-ups instead of a merge per request (the
+    service's hot path). Built once per snapshot: each running row's features are computed by the same
+    code as `history_features`, then kept with the moment they became known."""
+
+    def __init__(self, table: pd.DataFrame, targets: list[str]):
+        self.names = history_feature_names(list(targets))
+        # per group: its columns, key -> (known since, in ns; its features), the features of no history
+        self.groups: list[tuple[str, tuple[str, ...], dict[str, tuple[int, np.ndarray]], np.ndarray]] = []
+        # per release series key (the transform and the release's series): its releases' (number, known since,
+        # features), numbers ascending
+        self.series: dict[str, list[tuple[float, int, np.ndarray]]] = {}
+        for group, columns in HISTORY_GROUPS.items():
+            rows = table[table["group"] == group].sort_values("available_at", kind="stable")
+            rows = rows.drop_duplicates("key", keep="last").reset_index(drop=True)   # a snapshot has one per key
+            blocks = np.column_stack(list(_group_features(rows, group, targets).values()))
+            known = rows["available_at"].astype("datetime64[ns]").to_numpy().astype("int64")
+            by_key = dict(zip(rows["key"].tolist(), zip(known.tolist(), blocks, strict=True), strict=True))
+            nothing = np.concatenate(list(_group_features(rows.iloc[:0].reindex([0]), group, targets).values()))
+            self.groups.append((group, columns, by_key, nothing))
+            if group == RELEASE_FALLBACK_GROUP and "series" in rows:
+                numbers = rows["number"].to_numpy(dtype="float64")
+                usable = np.flatnonzero(rows["series"].notna().to_numpy(dtype=bool) & ~np.isnan(numbers))
+                series = rows["series"].astype(object).to_numpy()
+                for i in usable[np.argsort(numbers[usable], kind="stable")]:
+                    self.series.setdefault(series[i], []).append((float(numbers[i]), int(known[i]), blocks[i]))
+
+    def features(self, task: dict, created_ns: int) -> np.ndarray:
+        """The history features (in `self.names` order) of a task, given by its submission features, created
+        at `created_ns` (nanoseconds since the epoch, UTC)."""
+        blocks = []
+        for group, columns, by_key, nothing in self.groups:
+            parts = [task.get(column) for column in columns]
+            found = by_key.get(_SEP.join(parts)) if None not in parts else None
+            block = found[1] if found is not None and found[0] < created_ns else None
+            if block is None and group == RELEASE_FALLBACK_GROUP:
+                block = self._earlier_release(task, columns, created_ns)
+            blocks.append(nothing if block is None else block)
+        return np.concatenate(blocks)
+
+    def _earlier_release(self, task: dict, columns: tuple[str, ...], created_ns: int) -> np.ndarray | None:
+        """As `_earlier_release_history`: the features of the release of the same series with the largest number
+        below the task's that had history before its creation (of releases with one number, the last; when it
+        had none yet, the search goes on below that number)."""
+        parsed = release_series(task["release"]) if task.get("release") is not None else None
+        if parsed is None:
+            return None
+        parts = [parsed[0] if column == "release" else task.get(column) for column in columns]
+        if None in parts:
+            return None
+        releases = self.series.get(_SEP.join(parts), [])
+        below = bisect_left(releases, parsed[1], key=lambda entry: entry[0])
+        while below:
+            number, since, block = releases[below - 1]
+            if since < created_ns:
+                return block
+            below = bisect_left(releases, number, key=lambda entry: entry[0])
+        return None

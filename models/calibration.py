@@ -57,13 +57,19 @@ class ConformalOffsets:
 
     def apply(self, predicted: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
         """`predicted` (n, 3) shifted by each row's group offsets, else the overall ones."""
-        shift = np.tile(np.asarray(self.overall, dtype="float64"), (len(predicted), 1))
-        if self.by_group and self.group in frame:
-            for i, value in enumerate(frame[self.group].astype("string").tolist()):
+        groups = frame[self.group].astype("string").tolist() if self.by_group and self.group in frame else []
+        return predicted + self.shifts(groups, len(predicted))
+
+    def shifts(self, groups: list, n: int) -> np.ndarray:
+        """(n, levels): the offsets of rows whose group values are `groups` (text; [] when there are none):
+        their group's, else the overall ones."""
+        shift = np.tile(np.asarray(self.overall, dtype="float64"), (n, 1))
+        if self.by_group:
+            for i, value in enumerate(groups):
                 found = self.by_group.get(value) if isinstance(value, str) else None
                 if found is not None:
                     shift[i] = found
-        return predicted + shift
+        return shift
 
     def to_dict(self) -> dict:
         return {"overall": self.overall, "by_group": self.by_group, "group": self.group, "levels": self.levels}

@@ -27,10 +27,17 @@ import pandas as pd
 
 from scoutless.features.history import group_key
 from scoutless.models.calibration import CalibrationPool, ConformalOffsets
+from scoutless.models.compiled import TreeEnsemble
 from scoutless.models.encoding import CategoryEncoder
 from scoutless.models.metrics import QUANTILE_COLUMNS, QUANTILES
 from scoutless.models.protocol import interleaved_halves
-from scoutless.models.requests import cost_aware_requests, efficiency_request, job_pool, quantile_requests
+from scoutless.models.requests import (
+    EFFICIENCY_PRESET,
+    cost_aware_requests,
+    job_pool,
+    preset_efficiency,
+    quantile_requests,
+)
 from scoutless.models.targets import TargetSpec
 from scoutless.params import RequestCosts
 
@@ -38,12 +45,22 @@ PAPER_CATEGORICAL = ["prodsourcelabel", "processing_type", "framework", "corecou
 PAPER_NUMERIC = ["total_nfiles", "total_nevents", "n_input_datasets"]
 
 
-def as_quantile_frame(values: np.ndarray, index: pd.Index, spec: TargetSpec, model_space: bool) -> pd.DataFrame:
-    """(n, 3) quantiles -> a frame in target units with q50 <= q90 <= q95 on every row."""
+def sorted_quantiles(values: np.ndarray, spec: TargetSpec, model_space: bool) -> np.ndarray:
+    """(n, 3) quantiles -> the same in target units with q50 <= q90 <= q95 on every row."""
     values = np.sort(np.asarray(values, dtype="float64"), axis=1)  # NaN sorts last: only all-NaN rows have any
-    if model_space:
-        values = spec.from_model_space(values)
-    return pd.DataFrame(values, index=index, columns=list(QUANTILE_COLUMNS))
+    return spec.from_model_space(values) if model_space else values
+
+
+def as_quantile_frame(values: np.ndarray, index: pd.Index, spec: TargetSpec, model_space: bool) -> pd.DataFrame:
+    """`sorted_quantiles` as a frame (columns q50, q90, q95)."""
+    return pd.DataFrame(sorted_quantiles(values, spec, model_space), index=index, columns=list(QUANTILE_COLUMNS))
+
+
+def _presets(frame: pd.DataFrame) -> np.ndarray:
+    """The tasks' preset cpuefficiency (NaN: none)."""
+    if EFFICIENCY_PRESET not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[EFFICIENCY_PRESET], errors="coerce").to_numpy(dtype="float64")
 
 
 class Candidate(ABC):
@@ -96,6 +113,23 @@ class Candidate(ABC):
         quantiles, base = self._quantiles_and_base(frame, None)
         return self._with_request(frame, quantiles, base, self._request_shift(frame))
 
+    def predict_rows(self, rows: list[dict], codes: np.ndarray | None = None) -> dict[str, np.ndarray | list]:
+        """What `predict` answers, column by column, for tasks given as dicts of their features (submission
+        and history): the service's hot path, without a frame where the candidate has one of its own. `codes`:
+        the rows as its encoder encodes them, when the caller has them already."""
+        quantiles, base = self._rows_quantiles_and_base(rows, codes)
+        shift = None
+        if self.job_calibration is not None:
+            groups = [row.get(self.job_calibration.group) for row in rows] if self.job_calibration.group else []
+            shift = self.job_calibration.levels, self.job_calibration.shifts(groups, len(rows))
+        presets = np.array([row.get(EFFICIENCY_PRESET, np.nan) for row in rows], dtype="float64")
+        return dict(zip(QUANTILE_COLUMNS, quantiles.T, strict=True)) | self._requests(quantiles, base, shift, presets)
+
+    def _rows_quantiles_and_base(self, rows: list[dict], codes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """`_quantiles_and_base` of tasks given as feature dicts, the quantiles as an (n, 3) array."""
+        quantiles, base = self._quantiles_and_base(pd.DataFrame(rows, index=range(len(rows))), None)
+        return quantiles.to_numpy(dtype="float64"), base
+
     def predict_as_submitted(self, frame: pd.DataFrame, pool: CalibrationPool | None,
                              jobs: CalibrationPool | None) -> pd.DataFrame:
         """Each task's answer with the offsets of `pool` (quantiles) and `jobs` (request) as of just before
@@ -132,29 +166,36 @@ class Candidate(ABC):
 
     def _with_request(self, frame: pd.DataFrame, quantiles: pd.DataFrame, base: np.ndarray,
                       shift: tuple[list[float], np.ndarray] | None) -> pd.DataFrame:
-        """The quantiles with the request of the configured policy (`request`, `expected_job_failure`,
-        `request_policy`) and both policies' requests beside it (`quantile_request`, `cost_aware_request`);
-        for reserved memory also each task's job need at the calibration's levels (`job_need`: what an
-        out-of-memory retry is advised from)."""
+        """The quantiles with the columns of `_requests`."""
+        columns = self._requests(quantiles.to_numpy(dtype="float64"), base, shift, _presets(frame))
+        return quantiles.assign(**columns)
+
+    def _requests(self, quantiles: np.ndarray, base: np.ndarray, shift: tuple[list[float], np.ndarray] | None,
+                  presets: np.ndarray) -> dict[str, np.ndarray | list]:
+        """The request of the configured policy (`request`, `expected_job_failure`, `request_policy`) and both
+        policies' requests beside it (`quantile_request`, `cost_aware_request`), for tasks with these label
+        quantiles (n, 3), request bases, job-level offsets and preset efficiencies (NaN: none); for reserved
+        memory also each task's job need at the calibration's levels (`job_need`: what an out-of-memory retry is
+        advised from)."""
         request = self.config.get("request", {})
+        n = len(quantiles)
         if self.spec.request_is_preset:
-            asked = efficiency_request(frame, request.get("default_preset", 90.0))
-            return quantiles.assign(request=asked, expected_job_failure=np.nan, request_policy="preset",
-                                    quantile_request=asked, cost_aware_request=asked)
+            asked = preset_efficiency(presets, request.get("default_preset", 90.0))
+            return dict(request=asked, expected_job_failure=np.full(n, np.nan), request_policy=["preset"] * n,
+                        quantile_request=asked, cost_aware_request=asked)
         if shift is None:
-            asked = quantiles[self.request_quantile].to_numpy(dtype="float64")
-            return quantiles.assign(request=asked, expected_job_failure=np.nan, request_policy="label quantile",
-                                    quantile_request=asked, cost_aware_request=asked)
-        levels, offsets = shift
+            asked = quantiles[:, QUANTILE_COLUMNS.index(self.request_quantile)]
+            return dict(request=asked, expected_job_failure=np.full(n, np.nan), request_policy=["label quantile"] * n,
+                        quantile_request=asked, cost_aware_request=asked)
+        levels, offsets = np.asarray(shift[0], dtype="float64"), shift[1]
         points = self.spec.from_model_space(np.asarray(base, dtype="float64")[:, None] + offsets)
         max_failure = request.get("max_job_failure", 0.02)
         fixed = quantile_requests(points, levels, max_failure)
         cheapest, cheapest_failure = cost_aware_requests(self.spec, points, levels, self.request_costs)
         policy = request.get("policy", "quantile")
-        out = quantiles.assign(
-            request=cheapest if policy == "cost-aware" else fixed,
-            expected_job_failure=cheapest_failure if policy == "cost-aware" else max_failure,
-            request_policy=policy, quantile_request=fixed, cost_aware_request=cheapest)
+        out = dict(request=cheapest if policy == "cost-aware" else fixed,
+                   expected_job_failure=cheapest_failure if policy == "cost-aware" else np.full(n, max_failure),
+                   request_policy=[policy] * n, quantile_request=fixed, cost_aware_request=cheapest)
         if self.spec.reserves_memory:
             out["job_need"] = list(points)
         return out
@@ -307,12 +348,40 @@ class LearnedCandidate(Candidate):
         return (as_quantile_frame(calibrated, frame.index, self.spec, model_space=True),
                 raw[:, QUANTILE_COLUMNS.index(self.request_quantile)])
 
+    def _rows_quantiles_and_base(self, rows, codes):
+        raw = self._raw(self.encoder.encode(rows) if codes is None else codes)
+        groups = [row.get(self.calibration.group) for row in rows] if self.calibration.group else []
+        calibrated = raw + self.calibration.shifts(groups, len(rows))
+        return (sorted_quantiles(calibrated, self.spec, model_space=True),
+                raw[:, QUANTILE_COLUMNS.index(self.request_quantile)])
+
+    def compile(self) -> bool:
+        """Predict through models.compiled from now on (the same values, without the library's per-call cost);
+        False, and the library's own predict kept, where the fitted model cannot be compiled."""
+        try:
+            self._compiled = self._compiled_raw()
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError):   # a model layout it does not know
+            self._compiled = None
+        return self._compiled is not None
+
+    def _raw(self, codes: np.ndarray) -> np.ndarray:
+        """(n, 3) quantiles in model space, before calibration, from the encoded features."""
+        compiled = getattr(self, "_compiled", None)
+        return compiled(codes) if compiled is not None else self._library_raw(codes)
+
+    def _predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self._raw(self.encoder.codes(frame))
+
     @abstractmethod
     def _fit(self, frame: pd.DataFrame, y_model: np.ndarray) -> None: ...
 
     @abstractmethod
-    def _predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """(n, 3) quantiles in model space, before calibration."""
+    def _library_raw(self, codes: np.ndarray) -> np.ndarray:
+        """`_raw` by the fitted library model itself."""
+
+    @abstractmethod
+    def _compiled_raw(self):
+        """A function of the codes giving `_library_raw`'s values faster."""
 
     def state(self):
         return {"encoder": self.encoder.to_dict(), "calibration": self.calibration.to_dict()}
@@ -341,10 +410,13 @@ class XGBoostCandidate(LearnedCandidate):
         self.booster = xgb.train(params, self._matrix(frame, y_model), num_boost_round=self.config["params"]
                                  .get("n_estimators", 300))
 
-    def _predict(self, frame):
+    def _library_raw(self, codes):
         # Numpy straight into the booster (it keeps the categorical feature types): a DMatrix per call
         # would cost tens of milliseconds for a single task.
-        return self.booster.inplace_predict(self.encoder.codes(frame)).reshape(len(frame), len(QUANTILES))
+        return self.booster.inplace_predict(codes).reshape(len(codes), len(QUANTILES))
+
+    def _compiled_raw(self):
+        return TreeEnsemble.from_xgboost(self.booster).predict
 
     def save_files(self, folder):
         self.booster.save_model(folder / "model.json")
@@ -388,9 +460,11 @@ class HGBCandidate(LearnedCandidate):
             for q in QUANTILES
         ]
 
-    def _predict(self, frame):
-        codes = self.encoder.codes(frame)
+    def _library_raw(self, codes):
         return np.column_stack([model.predict(codes) for model in self.models])
+
+    def _compiled_raw(self):
+        return TreeEnsemble.from_hist_gradient_boosting(self.models).predict
 
     def save_files(self, folder):
         for q, model in zip(QUANTILE_COLUMNS, self.models, strict=True):
@@ -409,11 +483,10 @@ class MLPCandidate(LearnedCandidate):
     def features(self):
         return PAPER_CATEGORICAL, PAPER_NUMERIC
 
-    def _inputs(self, frame: pd.DataFrame) -> np.ndarray:
-        codes = self.encoder.codes(frame)
+    def _inputs(self, codes: np.ndarray) -> np.ndarray:
         blocks = []
         for i, values in enumerate(self.encoder.categories.values()):
-            one_hot = np.zeros((len(frame), len(values)))
+            one_hot = np.zeros((len(codes), len(values)))
             known = ~np.isnan(codes[:, i])
             one_hot[np.flatnonzero(known), codes[known, i].astype(int)] = 1.0
             blocks.append(one_hot)
@@ -430,11 +503,28 @@ class MLPCandidate(LearnedCandidate):
         self.__dict__.pop("scale", None)
         params = dict(self.config["params"])
         params["hidden_layer_sizes"] = tuple(params.get("hidden_layer_sizes", (64, 32)))
-        self.model = MLPRegressor(random_state=0, **params).fit(self._inputs(frame), y_model)
+        self.model = MLPRegressor(random_state=0, **params).fit(self._inputs(self.encoder.codes(frame)), y_model)
 
-    def _predict(self, frame):
-        median = self.model.predict(self._inputs(frame))
-        return np.repeat(median[:, None], len(QUANTILES), axis=1)
+    def _library_raw(self, codes):
+        return np.repeat(self.model.predict(self._inputs(codes))[:, None], len(QUANTILES), axis=1)
+
+    def _compiled_raw(self):
+        from sklearn.neural_network._base import ACTIVATIONS
+
+        hidden = ACTIVATIONS[self.model.activation]
+        layers = list(zip(self.model.coefs_, self.model.intercepts_, strict=True))
+
+        def forward(codes: np.ndarray) -> np.ndarray:
+            # MLPRegressor's forward pass (its _forward_pass_fast) without its input checks
+            values = self._inputs(codes)
+            for i, (weights, intercepts) in enumerate(layers):
+                values = values @ weights
+                values += intercepts
+                if i < len(layers) - 1:
+                    hidden(values)
+            return np.repeat(values.reshape(len(codes), -1)[:, :1], len(QUANTILES), axis=1)
+
+        return forward
 
     def state(self):
         return {**super().state(), "scale": [s.tolist() for s in self.scale]}

@@ -114,6 +114,18 @@ class CategoryEncoder:
                 out[:, offset + j] = values.to_numpy(dtype="float64", na_value=np.nan)
         return out
 
+    def encode(self, rows: list[dict]) -> np.ndarray:
+        """`codes` of tasks given as dicts of their features (text or None, floats): the service's hot path."""
+        out = np.full((len(rows), len(self.columns)), np.nan, dtype="float64")
+        lookups, offset = self._lookups(), len(self.categories)
+        for r, row in enumerate(rows):
+            for i, (column, lookup, other, placer) in enumerate(lookups):
+                value = row.get(column)
+                if isinstance(value, str):
+                    out[r, i] = lookup[value] if value in lookup else placer(value) if placer else other
+            out[r, offset:] = [row.get(column, np.nan) for column in self.numeric]
+        return out
+
     def to_dict(self) -> dict:
         return {"categories": self.categories, "numeric": self.numeric, "releases": self.releases}
 

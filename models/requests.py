@@ -75,17 +75,18 @@ def _mass(levels: np.ndarray) -> np.ndarray:
 def _expected_costs(spec: TargetSpec, points: np.ndarray, mass: np.ndarray, beyond: np.ndarray,
                     cost: dict) -> np.ndarray:
     """(n, L): the expected cost, per core-hour of the task's jobs, of each point of `points` (n, L, ascending)
-    as the request, under a distribution with `mass` at the points and `beyond` (n, L) above each of them (the
-    mass above the last point taken to sit on it). Reserved memory: cost.failed_attempt x P(need > r) plus
-    cost.unused_mb_hour x E[(r - need)+] (a job's run does not grow with its memory). Any other limit: a job's
-    run grows with its need, so a failure costs its share of the work, cost.failed_attempt x E[need; need > r]
-    / E[need], and the limit beyond the need cost.unused_limit x E[(r - need)+] / E[need]."""
+    as the request, under a distribution with `mass` at the points and `beyond` above each of them ((n, L), or
+    (L,) for every row alike; the mass above the last point taken to sit on it). Reserved memory:
+    cost.failed_attempt x P(need > r) plus cost.unused_mb_hour x E[(r - need)+] (a job's run does not grow with
+    its memory). Any other limit: a job's run grows with its need, so a failure costs its share of the work,
+    cost.failed_attempt x E[need; need > r] / E[need], and the limit beyond the need cost.unused_limit x
+    E[(r - need)+] / E[need]."""
     below = np.cumsum(mass, axis=-1)
     work = np.cumsum(mass * points, axis=-1)
     unused = below * points - work
     if spec.reserves_memory:
         return cost["failed_attempt"] * beyond + cost["unused_mb_hour"] * unused
-    total = np.maximum(work[:, -1:] + beyond[:, -1:] * points[:, -1:], 1e-300)
+    total = np.maximum(work[:, -1:] + beyond[..., -1:] * points[:, -1:], 1e-300)
     return (cost["failed_attempt"] * (total - work) + cost["unused_limit"] * unused) / total
 
 
@@ -100,8 +101,7 @@ def cost_aware_requests(spec: TargetSpec, points: np.ndarray, levels, cost: dict
     choice, made on the task's calibrated distribution instead of one fixed level for all. Returns (requests,
     P(need > request))."""
     levels = np.asarray(levels, dtype="float64")
-    beyond = np.broadcast_to(1.0 - levels, points.shape)
-    total = _expected_costs(spec, points, np.broadcast_to(_mass(levels), points.shape), beyond, cost)
+    total = _expected_costs(spec, points, _mass(levels), 1.0 - levels, cost)   # one distribution shape per row
     total = np.where(np.isnan(total) | (levels < 0.5), np.inf, total)
     best = np.argmin(total, axis=1)
     return points[np.arange(len(points)), best], 1.0 - levels[best]
@@ -148,10 +148,15 @@ def job_retry(spec: TargetSpec, job_need: np.ndarray | None, levels, failed_at: 
 def efficiency_request(frame: pd.DataFrame, default_efficiency: float) -> np.ndarray:
     """The cpuefficiency JEDI should keep: the preset the task's cputime is expressed with (JEDI's default
     when the task gives none)."""
-    preset = pd.to_numeric(frame.get(EFFICIENCY_PRESET), errors="coerce") if EFFICIENCY_PRESET in frame else None
-    if preset is None:
+    if EFFICIENCY_PRESET not in frame:
         return np.full(len(frame), float(default_efficiency))
-    return preset.where(preset > 0, default_efficiency).to_numpy(dtype="float64")
+    return preset_efficiency(pd.to_numeric(frame[EFFICIENCY_PRESET], errors="coerce").to_numpy(dtype="float64"),
+                             default_efficiency)
+
+
+def preset_efficiency(presets: np.ndarray, default_efficiency: float) -> np.ndarray:
+    """`efficiency_request` of the tasks whose preset efficiencies are `presets` (NaN: none)."""
+    return np.where(presets > 0, presets, float(default_efficiency))
 
 
 def walltime_limit_s(cputime: np.ndarray, efficiency_pct: np.ndarray, nevents: np.ndarray, cores: np.ndarray,

@@ -359,6 +359,8 @@ class ServingParams(Section):
     # jedi_tasks rows is well under this)
     max_request_bytes: Annotated[int, Field(gt=0)] = 8 * 2**20
     port: Annotated[int, Field(gt=0, lt=65536)] = 3000
+    # worker processes of `scoutless serve`, each with the models (null: one per core)
+    workers: Annotated[int, Field(gt=0)] | None = None
 
 
 class Params(Section):

@@ -1,28 +1,32 @@
 """The promoted models of every target, answering for task specs with the features training used.
 
-Used by the BentoML service, by `scoutless predict FILE` and by the tests: one code path from a task's
-fields to the values JEDI should set. History features come from the project's history artifact when one
-is given (models.refresh; reloaded whenever it is refreshed, checked at every request), else from the
-snapshot promoted with the models (a Bento deployed on its own). The artifact's calibration replaces a
-model's conformal offsets when it was computed for that very model version.
+Used by the BentoML service, by `scoutless predict FILE` and by the tests. Two ways from a task's fields to
+the values JEDI should set, giving the same answers (tests/service/test_service.py): `predict_frame`, with
+pandas over a frame of tasks (files, the backtest), and `answer`, the service's hot path, task by task over
+dicts: the same feature functions, the history snapshot as dictionaries (HistoryIndex), one encoding per
+model, the trees compiled (models.compiled), the response as plain dicts. History features come from the
+project's history artifact when one is given (models.refresh; reloaded whenever it is refreshed, checked at
+every request), else from the snapshot promoted with the models (a Bento deployed on its own). The
+artifact's calibration replaces a model's conformal offsets when it was computed for that very model version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from scoutless.features.build import submission_features
-from scoutless.features.history import history_features
+from scoutless.features.build import submission_features, task_features
+from scoutless.features.history import HistoryIndex, history_features
 from scoutless.features.history_artifact import INFO_FILE, read_calibration, read_history_info
 from scoutless.models.calibration import ConformalOffsets
-from scoutless.models.candidates import Candidate
+from scoutless.models.candidates import Candidate, LearnedCandidate
 from scoutless.models.layout import (
     MODEL_DIR,
     PROMOTION_FILE,
@@ -33,16 +37,11 @@ from scoutless.models.layout import (
 )
 from scoutless.models.requests import job_retry
 from scoutless.models.targets import TARGETS
-from scoutless.serving.schema import (
-    IOPrediction,
-    PredictResponse,
-    RetryAdvice,
-    TargetPrediction,
-    TaskPrediction,
-    TaskSpec,
-)
+from scoutless.serving.schema import PredictResponse, TaskSpec
 
 IO_HIGH_KBPS = 500.0  # JEDI's brokerage threshold for I/O-intensive tasks
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ROUNDED = ("q50", "q90", "q95", "request", "expected_job_failure")   # answered to 6 decimals
 
 
 def snapshot_targets(snapshot: pd.DataFrame) -> list[str]:
@@ -62,9 +61,10 @@ class PromotedModel:
     calibrated_as_of: str | None = None
 
     @classmethod
-    def load(cls, folder: Path, snapshots: dict[str, pd.DataFrame]) -> PromotedModel:
+    def load(cls, folder: Path, snapshots: dict[str, pd.DataFrame], compiled: bool = True) -> PromotedModel:
         """Load one promoted target; targets promoted together share one snapshot (`snapshots`, by
-        content), so that a request computes their history features once."""
+        content), so that a request computes their history features once. `compiled`: a learned candidate
+        predicts through models.compiled (where its model can be compiled)."""
         info = json.loads((folder / PROMOTION_FILE).read_text())
         content = (folder / SNAPSHOT_FILE).read_bytes()
         digest = hashlib.sha256(content).hexdigest()
@@ -72,6 +72,8 @@ class PromotedModel:
             snapshots[digest] = pd.read_parquet(folder / SNAPSHOT_FILE)
         snapshot = snapshots[digest]
         candidate = Candidate.load(folder / MODEL_DIR, TARGETS[info["target"]])
+        if compiled and isinstance(candidate, LearnedCandidate):
+            candidate.compile()
         promoted = getattr(candidate, "calibration", None)
         calibrates = promoted is not None or candidate.job_calibration is not None
         return cls(info["target"], candidate, snapshot, snapshot_targets(snapshot), info, promoted,
@@ -98,6 +100,10 @@ class Predictor:
         if not models:
             raise ValueError("no promoted model to serve: run the pipeline (make run) first")
         self.models = models
+        self._indexes: dict[int, tuple[pd.DataFrame, HistoryIndex]] = {}   # by id of the snapshot they index
+        # Candidates fitted on the same features keep the same categories: a request encodes once per encoding.
+        self._encodings = {model.target: json.dumps(model.candidate.encoder.to_dict(), sort_keys=True)
+                           for model in models if isinstance(model.candidate, LearnedCandidate)}
         versions = "|".join(sorted(m.info["version"] for m in models))
         self.model_version = "scoutless-" + hashlib.sha256(versions.encode()).hexdigest()[:12]
         self.history_dir = history_dir
@@ -106,22 +112,23 @@ class Predictor:
         self.refresh_history()
 
     @classmethod
-    def from_folders(cls, folders: list[Path], history_dir: Path | None = None) -> Predictor:
+    def from_folders(cls, folders: list[Path], history_dir: Path | None = None, compiled: bool = True) -> Predictor:
         """The models in `folders`, which must be one promotion: a set of two is refused, naming the strays."""
         infos = {folder.name: json.loads((folder / PROMOTION_FILE).read_text()) for folder in folders}
         if infos:
             check_promotion(infos, next(iter(infos.values())).get("promotion"), "promoted models to serve")
         snapshots: dict[str, pd.DataFrame] = {}
-        return cls([PromotedModel.load(folder, snapshots) for folder in folders], history_dir)
+        return cls([PromotedModel.load(folder, snapshots, compiled) for folder in folders], history_dir)
 
     @classmethod
-    def from_promoted(cls, root: Path, targets: list[str], history_dir: Path | None = None) -> Predictor:
+    def from_promoted(cls, root: Path, targets: list[str], history_dir: Path | None = None,
+                      compiled: bool = True) -> Predictor:
         """Every one of `targets` from the current promotion under `root`."""
         infos = promoted_infos(root)
         missing = [target for target in targets if target not in infos]
         if infos and missing:
             raise PromotedSetError(f"{root}: the promotion lacks {', '.join(missing)}: run `scoutless select`")
-        return cls.from_folders([root / target for target in targets if target in infos], history_dir)
+        return cls.from_folders([root / target for target in targets if target in infos], history_dir, compiled)
 
     def refresh_history(self) -> None:
         """Take the history artifact if it changed since the last look (one stat() when it did not)."""
@@ -162,42 +169,68 @@ class Predictor:
             out[model.target] = model.candidate.predict(features[key])
         return out
 
-    def predict(self, tasks: list[TaskSpec]) -> PredictResponse:
-        frame = pd.DataFrame([task.row() for task in tasks])
-        quantiles = self.predict_frame(frame)
-        predictions = []
-        for i, task in enumerate(tasks):
-            answer: dict = {"jeditaskid": task.jeditaskid}
-            for model in self.models:
-                row = quantiles[model.target].iloc[i]
-                request_quantile = model.info["request_quantile"]
-                values = {q: float(np.round(row[q], 6)) for q in ("q50", "q90", "q95")}
-                failure = row.get("expected_job_failure")
-                fields = dict(unit=model.info["unit"], **values, request=float(np.round(row["request"], 6)),
-                              expected_job_failure=None if pd.isna(failure) else float(np.round(failure, 6)),
-                              request_policy=row["request_policy"], request_quantile=request_quantile,
-                              model_version=model.info["version"])
-                if model.candidate.spec.reserves_memory and task.failed_ramcount is not None:
-                    fields["retry"] = self._retry(model, row, task.failed_ramcount)
+    def _history_index(self, model: PromotedModel) -> HistoryIndex:
+        """The snapshot of `model` as dictionaries, built once per snapshot (and again after a refresh)."""
+        entry = self._indexes.get(id(model.snapshot))
+        if entry is None or entry[0] is not model.snapshot:   # kept with its snapshot: an id is never reused
+            live = {id(m.snapshot): m.snapshot for m in self.models}
+            self._indexes = {k: v for k, v in self._indexes.items() if live.get(k) is v[0]}
+            entry = self._indexes[id(model.snapshot)] = (model.snapshot, HistoryIndex(model.snapshot,
+                                                                                      model.history_targets))
+        return entry[1]
+
+    def answer(self, tasks: list[dict], failed_ramcount: list[float | None] | None = None) -> dict:
+        """The response to tasks given as dicts of their fields (TaskSpec.row()), as plain dicts: what
+        `predict_frame` gives for them, without pandas. `failed_ramcount`: per task, the ramcount a job of
+        it ran out of memory at (None: none did)."""
+        self.refresh_history()
+        now = _nanoseconds(datetime.now(UTC))
+        own = [task_features(task) for task in tasks]
+        created = [_created_ns(task.get("creationdate"), now) for task in tasks]
+        failed = failed_ramcount or [None] * len(tasks)
+        predictions: list[dict] = [{"jeditaskid": task.get("jeditaskid")} for task in tasks]
+        rows: dict[int, list[dict]] = {}
+        codes: dict[tuple, np.ndarray] = {}
+        for model in self.models:
+            if id(model.snapshot) not in rows:
+                index = self._history_index(model)
+                rows[id(model.snapshot)] = [row | dict(zip(index.names, index.features(row, at).tolist(), strict=True))
+                                            for row, at in zip(own, created, strict=True)]
+            mine = rows[id(model.snapshot)]
+            encoding = (id(model.snapshot), self._encodings.get(model.target))
+            if encoding[1] is not None and encoding not in codes:
+                codes[encoding] = model.candidate.encoder.encode(mine)
+            columns = model.candidate.predict_rows(mine, codes.get(encoding))
+            fixed = dict(request_policy=None, unit=model.info["unit"], request_quantile=model.info["request_quantile"],
+                         model_version=model.info["version"], retry=None)
+            values = np.round(np.column_stack([np.asarray(columns[name], dtype="float64") for name in ROUNDED]),
+                              6).tolist()
+            for i, prediction in enumerate(predictions):
+                answer = dict(zip(ROUNDED, values[i], strict=True)) | fixed
+                if math.isnan(answer["expected_job_failure"]):
+                    answer["expected_job_failure"] = None
+                answer["request_policy"] = columns["request_policy"][i]
+                if model.candidate.spec.reserves_memory and failed[i] is not None:
+                    need = columns.get("job_need")
+                    answer["retry"] = self._retry(model, None if need is None else need[i], failed[i])
                 if model.target == "iointensity":
-                    answer[model.target] = IOPrediction(
-                        **fields, io_class="high" if values["q50"] > IO_HIGH_KBPS else "low")
-                else:
-                    answer[model.target] = TargetPrediction(**fields)
-            predictions.append(TaskPrediction(**answer))
-        return PredictResponse(model_version=self.model_version, predictions=predictions)
+                    answer["class"] = "high" if answer["q50"] > IO_HIGH_KBPS else "low"
+                prediction[model.target] = answer
+        return {"model_version": self.model_version, "predictions": predictions}
+
+    def predict(self, tasks: list[TaskSpec]) -> PredictResponse:
+        return PredictResponse.model_validate(self.answer([task.row() for task in tasks],
+                                                          [task.failed_ramcount for task in tasks]))
 
     @staticmethod
-    def _retry(model: PromotedModel, row: pd.Series, failed_at: float) -> RetryAdvice:
+    def _retry(model: PromotedModel, need: np.ndarray | None, failed_at: float) -> dict:
         """The memory to ask next for a job of this task that ran out at `failed_at`."""
-        need = row.get("job_need")
         candidate = model.candidate
-        asked, failure = job_retry(candidate.spec, need if isinstance(need, np.ndarray) else None,
-                                   candidate.job_calibration.levels if candidate.job_calibration else (),
-                                   failed_at, candidate.request_costs)
-        return RetryAdvice(failed_at=failed_at, request=float(np.round(asked, 6)),
-                           expected_job_failure=None if failure is None else float(np.round(failure, 6)),
-                           rule="vpa" if failure is None else "predictive")
+        asked, failure = job_retry(candidate.spec, need, candidate.job_calibration.levels
+                                   if candidate.job_calibration else (), failed_at, candidate.request_costs)
+        return dict(failed_at=failed_at, request=float(np.round(asked, 6)),
+                    expected_job_failure=None if failure is None else float(np.round(failure, 6)),
+                    rule="vpa" if failure is None else "predictive")
 
     def metadata(self) -> dict:
         self.refresh_history()
@@ -214,3 +247,21 @@ class Predictor:
                 for m in self.models
             },
         }
+
+
+def _nanoseconds(moment: datetime) -> int:
+    """A moment (naive: UTC) in nanoseconds since the epoch, to the microsecond a datetime holds."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _created_ns(value, now: int) -> int:
+    """A task's creationdate in nanoseconds since the epoch (UTC), as predict_frame reads it: `now` when it has
+    none or it is not a date."""
+    if value is None:
+        return now
+    if isinstance(value, datetime) and not isinstance(value, pd.Timestamp) and value is not pd.NaT:
+        return _nanoseconds(value)   # what TaskSpec gives: the fast way
+    moment = pd.to_datetime(value, errors="coerce", utc=True)
+    return now if pd.isna(moment) else int(moment.value)

@@ -25,6 +25,7 @@ from scoutless.params import Params
 from scoutless.paths import atomic_path, pause_point, resolve, write_json
 
 SERVICE_CONFIG = "serving.json"
+WORKERS_ENV = "SCOUTLESS_SERVE_WORKERS"   # serving.workers for `scoutless serve`, read when the service is defined
 REGISTERED_FILE = "scoutless_registered.json"   # in the store: the tags whose registration finished
 PROMOTED_SET_EXIT = 5                           # the registration's exit code for a damaged promotion
 

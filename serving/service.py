@@ -14,16 +14,18 @@ import bentoml
 from fastapi import FastAPI
 
 from scoutless.params import TARGETS
-from scoutless.serving.registry import SERVICE_CONFIG, model_name
+from scoutless.serving.registry import SERVICE_CONFIG, WORKERS_ENV, model_name
 from scoutless.serving.request_gate import DEFAULT_MAX_BYTES, LIMITS, RequestGate, quiet_client_error_tracebacks
 from scoutless.serving.schema import PredictResponse, TaskSpec, check_limits
 from scoutless.telemetry import disable_telemetry
 
 disable_telemetry()
 info_app = FastAPI(title="scoutless metadata")
+# serving.workers as `scoutless serve` passes it; a Bento run on its own: one per core
+WORKERS = os.environ.get(WORKERS_ENV, "cpu_count")
 
 
-@bentoml.service(name="scoutless", traffic={"timeout": 60})
+@bentoml.service(name="scoutless", workers=int(WORKERS) if WORKERS.isdigit() else WORKERS, traffic={"timeout": 60})
 @bentoml.asgi_app(info_app, path="/metadata")
 class Scoutless:
     ramcount = bentoml.models.BentoModel(f"{model_name('ramcount')}:latest")

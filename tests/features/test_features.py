@@ -118,3 +118,43 @@ def test_user_task_names_give_the_dsid_they_carry():
     assert features["project"].tolist() == ["user", "user"]
     assert features["dsid"].iloc[0] == "306718" and pd.isna(features["dsid"].iloc[1])
     assert features["step"].isna().all()
+
+
+submitted_task = st.fixed_dictionaries({
+    "taskname": st.sampled_from(["mc16_13TeV.361107.Pythia8_X.simul.HITS.e1_s2_s3", "user.alice.306718.Sh.hist/",
+                                 "data24_13p6TeV.00481798.physics_Main.merge.EI.r13749", "group.perf.x", "odd"]),
+    "processingtype": st.sampled_from(["simul", "urgent-deriv", "jedi-athena", "eventIndex", "Merge"]),
+    "prodsourcelabel": st.sampled_from(["managed", "user"]),
+    "corecount": st.integers(0, 16),
+    "transhome": st.one_of(st.none(), st.sampled_from(["AthSimulation-21.0.15", "Athena-23.0", "AnalysisBase-x"])),
+    "transuses": st.one_of(st.none(), st.sampled_from(["Atlas-22.0.1", "nightly"])),
+    "transpath": st.one_of(st.none(), st.sampled_from(["Sim_tf.py", "Reco_tf.py"])),
+    "username": st.one_of(st.none(), st.text(min_size=1, max_size=5)),
+    "campaign": st.one_of(st.none(), st.sampled_from(["MC16a", "data24"])),
+    "baseramcount": st.one_of(st.none(), st.integers(0, 4000)),
+    "basewalltime": st.one_of(st.none(), st.integers(0, 3600)),
+    "cpuefficiency": st.one_of(st.none(), st.integers(0, 100)),
+    "total_nfiles": st.integers(0, 10_000),
+    "total_nevents": st.integers(0, 10**8),
+    "n_input_datasets": st.one_of(st.none(), st.integers(0, 5)),
+    "taskparams": st.one_of(st.none(), st.sampled_from(['{"coreCount": 8, "baseRamCount": 1500}', "not json",
+                                                        '{"cpuEfficiency": 70}'])),
+})
+
+
+@settings(max_examples=50, deadline=None)
+@given(tasks=st.lists(submitted_task, min_size=1, max_size=20))
+def test_a_task_sent_to_the_service_gets_the_features_training_computed_for_it(tasks):
+    """No training/serving skew: the features of a task read from the archive (a typed frame, as the features
+    stage reads it back from parquet: counts as floats where a value is missing) are those of the same task sent
+    to the service (TaskSpec, one task at a time)."""
+    from scoutless.features.build import task_features
+    from scoutless.serving.schema import TaskSpec
+
+    archive = pd.DataFrame(tasks).convert_dtypes(convert_integer=False, convert_boolean=False)
+    training = submission_features(archive)
+    for i, fields in enumerate(tasks):
+        served = task_features(TaskSpec(**fields).row())
+        for name, value in served.items():
+            trained = training[name].iloc[i]
+            assert (pd.isna(trained) and (value is None or value != value)) or trained == value, (name, fields)

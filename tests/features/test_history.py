@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from scoutless.features.build import labels_known_at, submission_features
-from scoutless.features.history import HALF_LIFE_DAYS, history_features, history_table, snapshot
+from scoutless.features.history import HALF_LIFE_DAYS, HistoryIndex, history_features, history_table, snapshot
 
 TARGETS = ["ramcount", "cputime"]
 T0 = datetime(2025, 1, 1)
@@ -130,3 +130,25 @@ def test_no_leakage_through_the_release_fallback_or_the_recency_statistics(rows,
     changed_later = later[1:] if drop else [{**r, "ramcount": new_ram, "endtime": r["creationdate"]} for r in later]
     pd.testing.assert_frame_equal(features_of(before, history_of(built)),
                                   features_of(before, history_of(before + changed_later)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=task_rows, queries=st.lists(st.tuples(st.floats(0, 40), st.sampled_from(
+    ["21.0.11", "21.0.12", "21.0.14", "21.0.15", "21.0.16", "22.0.2", "23.0", "nightly"]),
+    st.sampled_from(["361107", "361108", "999999"])), min_size=1, max_size=10))
+def test_the_snapshot_index_answers_what_history_features_answer(rows, queries):
+    """HistoryIndex (the service's look-ups) == history_features on the same snapshot, for tasks created at
+    any time, of releases with and without history of their own, of ties and of releases outside any series."""
+    built = [task(i, c, None if e is None else c + e, release=r, dsid=d, ram=ram)
+             for i, (c, e, r, d, ram) in enumerate(rows)]
+    assume(any(r["endtime"] is not None for r in built))
+    table = snapshot(history_of(built))
+    asked = pd.DataFrame([task(100 + i, day, None, release=r, dsid=d) for i, (day, r, d) in enumerate(queries)])
+    own = submission_features(asked)
+    expected = history_features(asked.assign(**own), table, TARGETS)
+    index = HistoryIndex(table, TARGETS)
+    created = asked["creationdate"].astype("datetime64[ns]").astype("int64").tolist()
+    rows_ = own.astype(object).where(own.notna(), None).to_dict("records")
+    found = np.vstack([index.features(row, at) for row, at in zip(rows_, created, strict=True)])
+    assert index.names == list(expected.columns)
+    np.testing.assert_array_equal(found, expected.to_numpy())

@@ -131,3 +131,68 @@ def test_a_stored_encoder_places_new_releases_as_before_and_an_older_one_still_l
     older = {key: value for key, value in encoder.to_dict().items() if key != "releases"}
     np.testing.assert_array_equal(release_codes(CategoryEncoder.from_dict(older), new),
                                   [np.nan, np.nan, code["24.0.12"], np.nan])  # as its model was trained
+
+
+def perturbed_codes(candidate, frame: pd.DataFrame, out_of_range: bool, seed: int = 0) -> np.ndarray:
+    """The frame's codes with missing values and other categories: with `out_of_range`, codes no encoder gives
+    (negative, or beyond its categories: what trees must still route as their library does)."""
+    rng = np.random.default_rng(seed)
+    codes = candidate.encoder.codes(frame)
+    odd = codes.copy()
+    odd[rng.random(odd.shape) < 0.15] = np.nan
+    rows = np.flatnonzero(rng.random(len(odd)) < 0.3)
+    for i, values in enumerate(candidate.encoder.categories.values()):
+        low, high = (-2, 300) if out_of_range else (0, len(values))
+        odd[rows, i] = rng.integers(low, high, len(rows))
+    return np.vstack([codes, odd])
+
+
+@pytest.mark.parametrize("name", ["hgb", "xgboost", "mlp"])
+def test_a_compiled_model_predicts_what_its_library_predicts(fitted, synthetic, name):
+    """Trees bit for bit (the libraries' own order and precision of additions), the MLP to rounding."""
+    candidate = fitted[name]
+    codes = perturbed_codes(candidate, synthetic, out_of_range=name != "mlp")   # one-hot takes only its codes
+    library = candidate._library_raw(codes)
+    assert candidate.compile()
+    try:
+        compiled = candidate._raw(codes)
+        one_by_one = np.vstack([candidate._raw(codes[i:i + 1]) for i in range(50)])
+    finally:
+        candidate._compiled = None
+    if name == "mlp":   # one row and many take different BLAS kernels
+        np.testing.assert_allclose(compiled, library, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(one_by_one, compiled[:50], rtol=1e-12, atol=0)
+    else:
+        np.testing.assert_array_equal(compiled, library)
+        np.testing.assert_array_equal(one_by_one, compiled[:50])
+
+
+def test_a_model_that_cannot_be_compiled_keeps_its_library_predict(synthetic):
+    """A dart booster weighs its trees: compile() says no, and the answers stay the library's."""
+    config = candidate_config("xgboost", "cputime", small_params())
+    config["params"] = {**config["params"], "booster": "dart", "n_estimators": 10}
+    candidate = CANDIDATES["xgboost"](SPEC, config).fit(synthetic, synthetic["label_cputime"].to_numpy())
+    before = candidate.predict(synthetic)
+    assert not candidate.compile()
+    pd.testing.assert_frame_equal(candidate.predict(synthetic), before)
+
+
+@pytest.mark.parametrize("name", [*LEARNED, "default"])
+def test_tasks_given_as_dicts_get_what_the_frame_gets(fitted, synthetic, name):
+    """predict_rows (the service's hot path) answers every column of predict, compiled or not."""
+    candidate = fitted.get(name) or CANDIDATES[name](SPEC, {"value": 100.0}).fit(synthetic, None)
+    holdout = synthetic[synthetic["split"] == "holdout"].reset_index(drop=True)
+    rows = holdout.astype(object).where(holdout.notna(), None).to_dict("records")
+    expected = candidate.predict(holdout)
+    compiles = hasattr(candidate, "compile") and candidate.compile()
+    try:
+        answered = candidate.predict_rows(rows)
+    finally:
+        if compiles:
+            candidate._compiled = None
+    assert set(answered) == set(expected.columns)
+    for column in expected.columns:
+        if column in ("request_policy", "job_need"):
+            assert list(answered[column]) == expected[column].tolist()
+        else:
+            np.testing.assert_allclose(answered[column], expected[column].to_numpy(dtype="float64"), rtol=1e-12)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -328,3 +329,43 @@ def test_predict_command_gives_the_same_answer_without_a_server(served_project, 
     offline = json.loads(result.output)["predictions"][0]
     online = client.post("/predict", json=EXAMPLE).json()["predictions"][0]
     assert offline["ramcount"]["q90"] == pytest.approx(online["ramcount"]["q90"])
+
+
+def _spec_fields(row: dict) -> dict:
+    """A task row read back from the archive as the fields a client sends (whole floats as counts)."""
+    fields = {}
+    for name, value in row.items():
+        if not isinstance(value, str | dict | list) and pd.isna(value):
+            continue
+        fields[name] = int(value) if isinstance(value, float) and value.is_integer() else value
+    return fields
+
+
+def test_the_hot_path_answers_what_the_pandas_path_answers_for_the_same_models(served_project):
+    """Predictor.answer (row-wise features, the snapshot's dictionaries, compiled trees, plain dicts) against
+    predict_frame with the library models, on the archive's own tasks asked as created at times before, within
+    and after their history, and with an out-of-memory retry: every value to 1e-6."""
+    from scoutless.serving.predictor import Predictor
+
+    root = served_project / "artifacts" / "promoted"
+    compiled = Predictor.from_promoted(root, list(TARGETS))
+    reference = Predictor.from_promoted(root, list(TARGETS), compiled=False)
+    assert any(getattr(m.candidate, "_compiled", None) is not None for m in compiled.models)
+    tasks = pd.read_parquet(served_project / "data" / "validated" / "tasks.parquet").sample(150, random_state=3)
+    created = pd.to_datetime(tasks["creationdate"])
+    spread = pd.to_timedelta(np.random.default_rng(3).integers(-200, 200, len(tasks)), unit="D")
+    tasks = tasks.assign(creationdate=(created + spread).dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    specs = [TaskSpec(**_spec_fields(row), failed_ramcount=1800.0) for row in tasks.to_dict("records")]
+    rows = [spec.row() for spec in specs]
+
+    answered = compiled.answer(rows, [spec.failed_ramcount for spec in specs])["predictions"]
+    expected = reference.predict_frame(pd.DataFrame(rows))
+    for model in compiled.models:
+        frame = expected[model.target]
+        for name in ("q50", "q90", "q95", "request"):
+            got = np.array([prediction[model.target][name] for prediction in answered])
+            np.testing.assert_allclose(got, frame[name].to_numpy(dtype="float64"), rtol=1e-6, atol=1e-6)
+        assert [p[model.target]["request_policy"] for p in answered] == frame["request_policy"].tolist()
+    assert all(prediction["ramcount"]["retry"]["failed_at"] == 1800.0 for prediction in answered)
+    # the response model takes the plain dicts as they are
+    assert compiled.predict(specs[:3]).model_dump()["predictions"] == answered[:3]
