@@ -8,8 +8,9 @@ Needs promoted models (run the pipeline first). For each snapshot size, the proj
 that many rows (its own rows, then copies under new keys: the look-ups of real tasks stay those of the project,
 the dictionaries and the frame to filter grow) and written as the history artifact of a scratch project that
 serves the same promoted models. Then:
-- in process, one task: the hot path (`Predictor.answer`, compiled models) and the pandas path
-  (`predict_frame`, the library's models); the same for 1,000 of the archive's tasks;
+- in process, one validated task: the hot path (`Predictor.predict`: Predictor.answer with compiled models,
+  then the response model) and the pandas path (`predict_frame`, the library's models); the same for 1,000 of
+  the archive's tasks;
 - a real `scoutless serve`: one task per request (p50, p99), 1,000 tasks per request, and `--clients`
   concurrent clients sending one task each for `--seconds` (throughput, errors, p99).
 Writes benchmarks/results/serving.{json,md}.
@@ -105,21 +106,24 @@ def timed(call, repeat: int) -> list[float]:
 def in_process(project: Path, tasks: list[dict], repeat: int) -> dict:
     from scoutless.params import TARGETS
     from scoutless.serving.predictor import Predictor
+    from scoutless.serving.schema import TaskSpec
 
     promoted, history = project / "artifacts" / "promoted", project / "artifacts" / "history"
+    specs = [TaskSpec(**task) for task in tasks]   # what the service has after validating a request
+    one, many = specs[:1], specs[:1000]
     rss = peak_rss_mb()
     started = time.perf_counter()
     fast = Predictor.from_promoted(promoted, list(TARGETS), history)
-    fast.answer(tasks[:1])   # builds the snapshot's dictionaries
+    fast.predict(one)   # builds the snapshot's dictionaries
     load_s = time.perf_counter() - started
     library = Predictor.from_promoted(promoted, list(TARGETS), history, compiled=False)
-    one, many = tasks[:1], tasks[:1000]
+    rows_one, rows_many = pd.DataFrame([s.row() for s in one]), pd.DataFrame([s.row() for s in many])
     return {
         "load_and_index_s": load_s, "peak_rss_growth_mb": peak_rss_mb() - rss,
-        "hot_single_ms": percentiles(timed(lambda: fast.answer(one), repeat)),
-        "pandas_single_ms": percentiles(timed(lambda: library.predict_frame(pd.DataFrame(one)), 20)),
-        "hot_batch_1000_ms": percentiles(timed(lambda: fast.answer(many), 5)),
-        "pandas_batch_1000_ms": percentiles(timed(lambda: library.predict_frame(pd.DataFrame(many)), 3)),
+        "hot_single_ms": percentiles(timed(lambda: fast.predict(one), repeat)),
+        "pandas_single_ms": percentiles(timed(lambda: library.predict_frame(rows_one), 20)),
+        "hot_batch_1000_ms": percentiles(timed(lambda: fast.predict(many), 5)),
+        "pandas_batch_1000_ms": percentiles(timed(lambda: library.predict_frame(rows_many), 3)),
     }
 
 
