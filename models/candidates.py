@@ -27,7 +27,6 @@ import pandas as pd
 
 from scoutless.features.history import group_key
 from scoutless.models.calibration import CalibrationPool, ConformalOffsets
-from scoutless.models.compiled import TreeEnsemble
 from scoutless.models.encoding import CategoryEncoder
 from scoutless.models.metrics import QUANTILE_COLUMNS, QUANTILES
 from scoutless.models.protocol import interleaved_halves
@@ -416,6 +415,9 @@ class XGBoostCandidate(LearnedCandidate):
         return self.booster.inplace_predict(codes).reshape(len(codes), len(QUANTILES))
 
     def _compiled_raw(self):
+        # numba is loaded where models are compiled (the service), not by training
+        from scoutless.models.compiled import TreeEnsemble
+
         return TreeEnsemble.from_xgboost(self.booster).predict
 
     def save_files(self, folder):
@@ -464,6 +466,8 @@ class HGBCandidate(LearnedCandidate):
         return np.column_stack([model.predict(codes) for model in self.models])
 
     def _compiled_raw(self):
+        from scoutless.models.compiled import TreeEnsemble
+
         return TreeEnsemble.from_hist_gradient_boosting(self.models).predict
 
     def save_files(self, folder):
