@@ -1,11 +1,11 @@
-"""Fitted tree ensembles as flat arrays, evaluated for every tree at once with numpy: the service's hot path.
+"""Fitted tree ensembles as flat node arrays, walked by compiled code: the service's hot path.
 
 XGBoost's and scikit-learn's own predict calls cost milliseconds for one row (a DMatrix or input checks,
 thread pools), while the trees themselves take microseconds. Here a forest is one set of node arrays, walked
 by one function compiled with numba (compiled when the model is loaded: a second or so, once per process).
 
 Each library's rules are reproduced exactly, so the answers are the library's own, bit for bit where the
-arithmetic allows (tests/model/test_compiled.py compares them on random inputs):
+arithmetic allows (tests/model/test_candidates.py compares them on random inputs):
 - XGBoost: inputs as float32; a numeric split goes left when value < condition; a categorical split goes
   right for the categories it lists and left for any other; missing goes to the default child; leaves added
   one tree after another, in float32, onto the base score of their output.
