@@ -35,6 +35,7 @@ from scoutless.models.requests import (
     cost_aware_requests,
     job_pool,
     preset_efficiency,
+    presets_of,
     quantile_requests,
 )
 from scoutless.models.targets import TargetSpec
@@ -53,13 +54,6 @@ def sorted_quantiles(values: np.ndarray, spec: TargetSpec, model_space: bool) ->
 def as_quantile_frame(values: np.ndarray, index: pd.Index, spec: TargetSpec, model_space: bool) -> pd.DataFrame:
     """`sorted_quantiles` as a frame (columns q50, q90, q95)."""
     return pd.DataFrame(sorted_quantiles(values, spec, model_space), index=index, columns=list(QUANTILE_COLUMNS))
-
-
-def _presets(frame: pd.DataFrame) -> np.ndarray:
-    """The tasks' preset cpuefficiency (NaN: none)."""
-    if EFFICIENCY_PRESET not in frame:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[EFFICIENCY_PRESET], errors="coerce").to_numpy(dtype="float64")
 
 
 class Candidate(ABC):
@@ -166,7 +160,7 @@ class Candidate(ABC):
     def _with_request(self, frame: pd.DataFrame, quantiles: pd.DataFrame, base: np.ndarray,
                       shift: tuple[list[float], np.ndarray] | None) -> pd.DataFrame:
         """The quantiles with the columns of `_requests`."""
-        columns = self._requests(quantiles.to_numpy(dtype="float64"), base, shift, _presets(frame))
+        columns = self._requests(quantiles.to_numpy(dtype="float64"), base, shift, presets_of(frame))
         return quantiles.assign(**columns)
 
     def _requests(self, quantiles: np.ndarray, base: np.ndarray, shift: tuple[list[float], np.ndarray] | None,

@@ -148,10 +148,14 @@ def job_retry(spec: TargetSpec, job_need: np.ndarray | None, levels, failed_at: 
 def efficiency_request(frame: pd.DataFrame, default_efficiency: float) -> np.ndarray:
     """The cpuefficiency JEDI should keep: the preset the task's cputime is expressed with (JEDI's default
     when the task gives none)."""
+    return preset_efficiency(presets_of(frame), default_efficiency)
+
+
+def presets_of(frame: pd.DataFrame) -> np.ndarray:
+    """The tasks' preset cpuefficiency (NaN: none, or no such column)."""
     if EFFICIENCY_PRESET not in frame:
-        return np.full(len(frame), float(default_efficiency))
-    return preset_efficiency(pd.to_numeric(frame[EFFICIENCY_PRESET], errors="coerce").to_numpy(dtype="float64"),
-                             default_efficiency)
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[EFFICIENCY_PRESET], errors="coerce").to_numpy(dtype="float64")
 
 
 def preset_efficiency(presets: np.ndarray, default_efficiency: float) -> np.ndarray:
