@@ -63,7 +63,8 @@ class ConformalOffsets:
     def shifts(self, groups: list, n: int) -> np.ndarray:
         """(n, levels): the offsets of rows whose group values are `groups` (text; [] when there are none):
         their group's, else the overall ones."""
-        shift = np.tile(np.asarray(self.overall, dtype="float64"), (n, 1))
+        shift = np.empty((n, len(self.overall)))
+        shift[:] = self.overall
         if self.by_group:
             for i, value in enumerate(groups):
                 found = self.by_group.get(value) if isinstance(value, str) else None

@@ -41,6 +41,7 @@ from scoutless.models.requests import (
 from scoutless.models.targets import TargetSpec
 from scoutless.params import RequestCosts
 
+DEFAULT_COSTS = RequestCosts().model_dump()
 PAPER_CATEGORICAL = ["prodsourcelabel", "processing_type", "framework", "corecount_class"]
 PAPER_NUMERIC = ["total_nfiles", "total_nevents", "n_input_datasets"]
 
@@ -63,6 +64,7 @@ class Candidate(ABC):
     def __init__(self, spec: TargetSpec, config: dict):
         self.spec, self.config = spec, config
         self.job_calibration: ConformalOffsets | None = None
+        self._cost_aware_requests = cost_aware_requests   # models.compiled's once compiled
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, y: np.ndarray) -> Candidate:
@@ -148,6 +150,15 @@ class Candidate(ABC):
         levels = self.job_calibration.levels
         return levels, self.job_calibration.apply(np.zeros((len(frame), len(levels))), frame)
 
+    def compile(self) -> bool:
+        """Answer through models.compiled from now on: the same values, without numpy's per-call cost on a
+        few rows (the cost-aware policy here; a learned candidate's trees too). False where some part cannot
+        be compiled and keeps its original."""
+        from scoutless.models.compiled import cost_aware_requests as compiled
+
+        self._cost_aware_requests = compiled
+        return True
+
     @property
     def request_quantile(self) -> str:
         return self.config.get("request", {}).get("quantile", "q90")
@@ -155,7 +166,7 @@ class Candidate(ABC):
     @property
     def request_costs(self) -> dict:
         """What a request costs (params request.cost; its defaults for a model saved without)."""
-        return {**RequestCosts().model_dump(), **self.config.get("request", {}).get("cost", {})}
+        return {**DEFAULT_COSTS, **self.config.get("request", {}).get("cost", {})}
 
     def _with_request(self, frame: pd.DataFrame, quantiles: pd.DataFrame, base: np.ndarray,
                       shift: tuple[list[float], np.ndarray] | None) -> pd.DataFrame:
@@ -184,7 +195,7 @@ class Candidate(ABC):
         points = self.spec.from_model_space(np.asarray(base, dtype="float64")[:, None] + offsets)
         max_failure = request.get("max_job_failure", 0.02)
         fixed = quantile_requests(points, levels, max_failure)
-        cheapest, cheapest_failure = cost_aware_requests(self.spec, points, levels, self.request_costs)
+        cheapest, cheapest_failure = self._cost_aware_requests(self.spec, points, levels, self.request_costs)
         policy = request.get("policy", "quantile")
         out = dict(request=cheapest if policy == "cost-aware" else fixed,
                    expected_job_failure=cheapest_failure if policy == "cost-aware" else np.full(n, max_failure),
@@ -349,8 +360,10 @@ class LearnedCandidate(Candidate):
                 raw[:, QUANTILE_COLUMNS.index(self.request_quantile)])
 
     def compile(self) -> bool:
-        """Predict through models.compiled from now on (the same values, without the library's per-call cost);
-        False, and the library's own predict kept, where the fitted model cannot be compiled."""
+        """The requests, and the model's predictions, through models.compiled from now on: the same values
+        without the library's per-call cost. False, and the library's own predict kept, where the fitted model
+        cannot be compiled."""
+        super().compile()
         try:
             self._compiled = self._compiled_raw()
         except (KeyError, ValueError, TypeError, AttributeError, IndexError):   # a model layout it does not know

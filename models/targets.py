@@ -20,14 +20,16 @@ class TargetSpec:
     # and a job above it runs out of memory (models.requests: cost-aware requests, retry advice)
     reserves_memory: bool = False
 
+    # np.maximum and np.minimum rather than np.clip: the same values, without its per-call cost on the service's
+    # one-row arrays
     def to_model_space(self, values):
         values = np.asarray(values, dtype="float64")
-        return np.log1p(np.clip(values, 0, None)) if self.log_space else values
+        return np.log1p(np.maximum(values, 0.0)) if self.log_space else values
 
     def from_model_space(self, values):
         values = np.asarray(values, dtype="float64")
-        values = np.expm1(values) if self.log_space else values
-        return np.clip(values, 0, self.upper_bound)
+        values = np.maximum(np.expm1(values) if self.log_space else values, 0.0)
+        return values if self.upper_bound is None else np.minimum(values, self.upper_bound)
 
 
 TARGETS: dict[str, TargetSpec] = {

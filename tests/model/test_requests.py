@@ -290,3 +290,28 @@ def test_a_limit_that_reserves_nothing_sits_high_and_its_cost_weighs_the_work():
         assert np.log(asked[0]) == pytest.approx(np.log(best), abs=0.1), unused
     cheap, cheap_failure = cost_aware_requests(TARGETS["cputime"], points, levels, COST)
     assert cheap_failure[0] < 0.01   # the default costs: a generous limit
+
+
+@pytest.mark.parametrize("target", ["ramcount", "cputime"])
+def test_the_compiled_cost_aware_policy_answers_numpys_to_the_bit(target):
+    """models.compiled's loop against models.requests' arrays, on random distributions: ties, NaN points (a
+    task the model answered NaN for), flat and zero needs, and costs that make every level or none the best."""
+    from scoutless.models.compiled import cost_aware_requests as compiled
+
+    rng = np.random.default_rng(11)
+    levels = np.asarray(job_levels(0.02))
+    spread = rng.lognormal(0.0, 1.0, (400, 1))
+    points = np.sort(rng.lognormal(5.0, 1.0, (400, 1)) * rng.lognormal(0.0, 0.3, (400, len(levels))) ** spread,
+                     axis=1)
+    points[:20] = np.round(points[:20], -3)   # equal points: equal costs, the first one wins
+    points[20:30] = 0.0
+    points[30:40] = 4000.0
+    points[40:45, 60:] = np.nan
+    points[45:50] = np.nan
+    for cost in (COST, {**COST, "failed_attempt": 0.0}, {**COST, "unused_mb_hour": 0.0, "unused_limit": 0.0},
+                 {**COST, "failed_attempt": 1e9}):
+        for rows in (points, points[:1], points[47:48]):
+            expected = cost_aware_requests(TARGETS[target], rows, levels, cost)
+            answered = compiled(TARGETS[target], rows, levels, cost)
+            for mine, theirs in zip(answered, expected, strict=True):
+                np.testing.assert_array_equal(mine, theirs)
