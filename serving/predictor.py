@@ -63,8 +63,8 @@ class PromotedModel:
     @classmethod
     def load(cls, folder: Path, snapshots: dict[str, pd.DataFrame], compiled: bool = True) -> PromotedModel:
         """Load one promoted target; targets promoted together share one snapshot (`snapshots`, by
-        content), so that a request computes their history features once. `compiled`: a learned candidate
-        predicts through models.compiled (where its model can be compiled)."""
+        content), so that a request computes their history features once. `compiled`: the candidate answers
+        through models.compiled (a learned one's trees where its model can be compiled)."""
         info = json.loads((folder / PROMOTION_FILE).read_text())
         content = (folder / SNAPSHOT_FILE).read_bytes()
         digest = hashlib.sha256(content).hexdigest()
@@ -72,7 +72,7 @@ class PromotedModel:
             snapshots[digest] = pd.read_parquet(folder / SNAPSHOT_FILE)
         snapshot = snapshots[digest]
         candidate = Candidate.load(folder / MODEL_DIR, TARGETS[info["target"]])
-        if compiled and isinstance(candidate, LearnedCandidate):
+        if compiled:
             candidate.compile()
         promoted = getattr(candidate, "calibration", None)
         calibrates = promoted is not None or candidate.job_calibration is not None
@@ -179,6 +179,11 @@ class Predictor:
                                                                                       model.history_targets))
         return entry[1]
 
+    def index_history(self) -> None:
+        """Build every snapshot's dictionaries now rather than at the first request."""
+        for model in self.models:
+            self._history_index(model)
+
     def answer(self, tasks: list[dict], failed_ramcount: list[float | None] | None = None) -> dict:
         """The response to tasks given as dicts of their fields (TaskSpec.row()), as plain dicts: what
         `predict_frame` gives for them, without pandas. `failed_ramcount`: per task, the ramcount a job of
@@ -203,10 +208,10 @@ class Predictor:
             columns = model.candidate.predict_rows(mine, codes.get(encoding))
             fixed = dict(request_policy=None, unit=model.info["unit"], request_quantile=model.info["request_quantile"],
                          model_version=model.info["version"], retry=None)
-            values = np.round(np.column_stack([np.asarray(columns[name], dtype="float64") for name in ROUNDED]),
-                              6).tolist()
+            # Python's round on floats: numpy's costs more than the rest of the answer on a few rows
+            values = [np.asarray(columns[name], dtype="float64").tolist() for name in ROUNDED]
             for i, prediction in enumerate(predictions):
-                answer = dict(zip(ROUNDED, values[i], strict=True)) | fixed
+                answer = {name: round(column[i], 6) for name, column in zip(ROUNDED, values, strict=True)} | fixed
                 if math.isnan(answer["expected_job_failure"]):
                     answer["expected_job_failure"] = None
                 answer["request_policy"] = columns["request_policy"][i]
@@ -219,8 +224,19 @@ class Predictor:
         return {"model_version": self.model_version, "predictions": predictions}
 
     def predict(self, tasks: list[TaskSpec]) -> PredictResponse:
-        return PredictResponse.model_validate(self.answer([task.row() for task in tasks],
-                                                          [task.failed_ramcount for task in tasks]))
+        return self.predict_many([tasks])[0]
+
+    def predict_many(self, requests: list[list[TaskSpec]]) -> list[PredictResponse]:
+        """The response to each of several requests, answered together (serving.batching)."""
+        tasks = [task for request in requests for task in request]
+        answer = self.answer([task.row() for task in tasks], [task.failed_ramcount for task in tasks])
+        responses, start = [], 0
+        for request in requests:
+            predictions = answer["predictions"][start:start + len(request)]
+            responses.append(PredictResponse.model_validate({"model_version": answer["model_version"],
+                                                             "predictions": predictions}))
+            start += len(request)
+        return responses
 
     @staticmethod
     def _retry(model: PromotedModel, need: np.ndarray | None, failed_at: float) -> dict:

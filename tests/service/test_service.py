@@ -3,12 +3,14 @@ real `scoutless serve` (bentoml serve) process answering HTTP on a free port."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +88,7 @@ def service_class(served_project):
 def test_the_service_class_answers_directly(service_class):
     service = service_class()
     tasks = [TaskSpec(**EXAMPLE["tasks"][0]), TaskSpec(**MINIMAL)]
-    body = service.predict(tasks).model_dump()   # the response model, dumped as the service sends it
+    body = asyncio.run(service.predict(tasks)).model_dump()   # the response model, dumped as the service sends it
     check_answer(body, [EXAMPLE_PRESET, None])
     assert body["predictions"][0]["jeditaskid"] == EXAMPLE["tasks"][0]["jeditaskid"]
     assert set(service.metadata()["targets"]) == set(TARGETS)
@@ -95,7 +97,7 @@ def test_the_service_class_answers_directly(service_class):
 def test_unknown_categories_still_get_a_prediction(service_class):
     novel = TaskSpec(**{**MINIMAL, "processingtype": "quantum-sim", "transhome": "NewFramework-99.1.2",
                         "transpath": "Never_tf.py", "campaign": "MC99"})
-    check_answer(service_class().predict([novel]).model_dump(), [None])
+    check_answer(asyncio.run(service_class().predict([novel])).model_dump(), [None])
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +239,23 @@ def test_a_real_server_answers_the_readme_example(server):
     check_answer(response.json(), [EXAMPLE_PRESET])
     metadata = httpx.get(f"{server.url}/metadata", follow_redirects=True, timeout=10).json()
     assert {t["candidate"] for t in metadata["targets"].values()} <= {"history", "mlp", "hgb", "xgboost", "default"}
+
+
+def test_concurrent_requests_to_a_real_server_each_get_their_own_answer(server, served_project):
+    """Requests sent together are answered in batches (serving.batching): each must get the answer it gets
+    alone, for its own tasks, in its own order, whatever it was batched with."""
+    tasks = pd.read_parquet(served_project / "data" / "validated" / "tasks.parquet").sample(24, random_state=5)
+    tasks = tasks.assign(creationdate=pd.to_datetime(tasks["creationdate"]).dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    tasks = tasks[[name for name in tasks if name in TaskSpec.model_fields]]
+    bodies = [{"tasks": [_spec_fields(row) for row in tasks.iloc[i:i + 1 + i % 3].to_dict("records")]}
+              for i in range(0, 24, 2)]
+    with httpx.Client(timeout=30) as client:
+        alone = [client.post(f"{server.url}/predict", json=body).json() for body in bodies]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        for _ in range(3):
+            together = list(pool.map(lambda body: httpx.post(f"{server.url}/predict", json=body, timeout=30).json(),
+                                     bodies))
+            assert together == alone
 
 
 @pytest.mark.parametrize(("body", "status", "words"), BAD_INPUTS, ids=range(len(BAD_INPUTS)))
