@@ -12,13 +12,16 @@ serves the same promoted models. Then:
   then the response model) and the pandas path (`predict_frame`, the library's models); the same for 1,000 of
   the archive's tasks;
 - a real `scoutless serve`: one task per request (p50, p99), 1,000 tasks per request, and `--clients`
-  concurrent clients sending one task each for `--seconds` (throughput, errors, p99).
+  concurrent clients sending one task each for `--seconds` (throughput, errors, p99); then the same clients on
+  GET /livez, which does no work: the floor the server's HTTP stack sets on this machine. The clients are
+  keep-alive connections driven by asyncio (KeepAliveClient), cheap enough that the figures are the server's.
 Writes benchmarks/results/serving.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -26,7 +29,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -149,53 +151,97 @@ def start_server(project: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("scoutless serve did not become ready")
 
 
-def timed_requests(client: httpx.Client, url: str, body: dict, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        started = time.perf_counter()
-        response = client.post(f"{url}/predict", json=body)
-        times.append((time.perf_counter() - started) * 1000)
-        response.raise_for_status()
-    return times
+def timed_requests(url: str, body: dict, n: int) -> list[float]:
+    """`n` requests one after another on one connection (KeepAliveClient), each one's latency in ms."""
+    async def run() -> list[float]:
+        connection, times = KeepAliveClient(url, "POST", "/predict", json.dumps(body).encode()), []
+        try:
+            for _ in range(n):
+                started = time.perf_counter()
+                if not await connection.post():
+                    raise RuntimeError(f"POST /predict failed: {body['tasks'][:1]}")
+                times.append((time.perf_counter() - started) * 1000)
+        finally:
+            connection.close()
+        return times
+
+    return asyncio.run(run())
 
 
-def concurrent_clients(url: str, body: dict, clients: int, seconds: float) -> dict:
-    stop = time.monotonic() + seconds
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
+class KeepAliveClient:
+    """One keep-alive HTTP/1.1 connection sending one fixed request: a load generator that costs tens of
+    microseconds per request, so that on a machine the clients share with the server, the figures are the
+    server's (a thread per client with httpx costs about a millisecond of CPU per request, under the GIL)."""
 
-    def work(i: int) -> None:
-        with httpx.Client(timeout=30) as client:
+    def __init__(self, url: str, method: str, path: str, body: bytes):
+        address = httpx.URL(url)
+        self.host, self.port = address.host, address.port
+        self.request = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        self.reader = self.writer = None
+
+    async def post(self) -> bool:
+        """Send the request, read the whole response; True when its status is 200."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status, _, fields = head.decode("latin-1").partition("\r\n")
+        length = next((int(line.split(":", 1)[1]) for line in fields.split("\r\n")
+                       if line.lower().startswith("content-length:")), None)
+        if length is None:
+            raise RuntimeError(f"a response without Content-Length: {status}")
+        await self.reader.readexactly(length)
+        return status.split(" ", 2)[1] == "200"
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+def concurrent_clients(url: str, body: dict | None, clients: int, seconds: float) -> dict:
+    """`clients` connections each sending a request as soon as its last one is answered, for `seconds`:
+    throughput, errors, latency. `body`: POST it to /predict; None: GET /livez (the server's own floor)."""
+    method, path = ("POST", "/predict") if body is not None else ("GET", "/livez")
+    payload = json.dumps(body).encode() if body is not None else b""
+
+    async def client(stop: float, latencies: list[float]) -> int:
+        connection, errors = KeepAliveClient(url, method, path, payload), 0
+        try:
             while time.monotonic() < stop:
                 started = time.perf_counter()
                 try:
-                    ok = client.post(f"{url}/predict", json=body).status_code == 200
-                except httpx.HTTPError:
+                    ok = await connection.post()
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, RuntimeError):
                     ok = False
-                latencies[i].append((time.perf_counter() - started) * 1000)
-                errors[i] += not ok
+                    connection.close()
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += not ok
+        finally:
+            connection.close()
+        return errors
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    every = [t for times in latencies for t in times]
-    return {"clients": clients, "seconds": elapsed, "requests": len(every), "errors": sum(errors),
+    async def run() -> tuple[list[float], int, float]:
+        latencies: list[float] = []
+        started = time.perf_counter()
+        errors = await asyncio.gather(*(client(time.monotonic() + seconds, latencies) for _ in range(clients)))
+        return latencies, sum(errors), time.perf_counter() - started
+
+    every, errors, elapsed = asyncio.run(run())
+    return {"clients": clients, "seconds": elapsed, "requests": len(every), "errors": errors,
             "requests_per_s": len(every) / elapsed, "latency_ms": percentiles(every)}
 
 
 def over_http(project: Path, tasks: list[dict], single: int, clients: int, seconds: float) -> dict:
     process, url = start_server(project)
     try:
-        with httpx.Client(timeout=60) as client:
-            timed_requests(client, url, {"tasks": tasks[:1]}, 50)   # warm up
-            one = timed_requests(client, url, {"tasks": tasks[:1]}, single)
-            many = timed_requests(client, url, {"tasks": tasks[:1000]}, 10)
+        timed_requests(url, {"tasks": tasks[:1]}, 50)   # warm up
+        one = timed_requests(url, {"tasks": tasks[:1]}, single)
+        many = timed_requests(url, {"tasks": tasks[:1000]}, 10)
         return {"single_ms": percentiles(one), "batch_1000_ms": percentiles(many),
-                "concurrent": concurrent_clients(url, {"tasks": tasks[:1]}, clients, seconds)}
+                "concurrent": concurrent_clients(url, {"tasks": tasks[:1]}, clients, seconds),
+                "concurrent_livez": concurrent_clients(url, None, clients, seconds)}
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=60)
@@ -246,6 +292,9 @@ def main() -> None:
         lambda r: "{:.0f}, {}, {:.1f}".format(r["http"]["concurrent"]["requests_per_s"],
                                               r["http"]["concurrent"]["errors"],
                                               r["http"]["concurrent"]["latency_ms"]["p99"]))
+    row(f"the server's floor, GET /livez, {args.clients} clients: requests/s, p99 (ms)",
+        lambda r: "{:.0f}, {:.1f}".format(r["http"]["concurrent_livez"]["requests_per_s"],
+                                          r["http"]["concurrent_livez"]["latency_ms"]["p99"]))
     row("hot path: load + snapshot index (s), peak RSS growth (MB)", lambda r: "{:.1f}, {:.0f}".format(
         r["in_process"]["load_and_index_s"], r["in_process"]["peak_rss_growth_mb"]))
     table = "\n".join(lines)
