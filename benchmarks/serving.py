@@ -158,7 +158,7 @@ def timed_requests(url: str, body: dict, n: int) -> list[float]:
         try:
             for _ in range(n):
                 started = time.perf_counter()
-                if not await connection.post():
+                if not await connection.send():
                     raise RuntimeError(f"POST /predict failed: {body['tasks'][:1]}")
                 times.append((time.perf_counter() - started) * 1000)
         finally:
@@ -180,7 +180,7 @@ class KeepAliveClient:
                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
         self.reader = self.writer = None
 
-    async def post(self) -> bool:
+    async def send(self) -> bool:
         """Send the request, read the whole response; True when its status is 200."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -212,7 +212,7 @@ def concurrent_clients(url: str, body: dict | None, clients: int, seconds: float
             while time.monotonic() < stop:
                 started = time.perf_counter()
                 try:
-                    ok = await connection.post()
+                    ok = await connection.send()
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, RuntimeError):
                     ok = False
                     connection.close()
