@@ -192,16 +192,16 @@ def _least_expected_cost(points, levels, reserves_memory, failed_attempt, unused
     counts (numpy's argmin over +inf). The operations are numpy's, in its order (cumulative sums run left to
     right), so the costs are the same to the bit."""
     n_levels = levels.shape[0]
-    below = np.empty(n_levels)
-    work = np.empty(n_levels)
-    running = 0.0
+    mass, below, work = np.empty(n_levels), np.empty(n_levels), np.empty(n_levels)
+    running, previous = 0.0, 0.0
     for j in range(n_levels):
-        running += levels[j] - (levels[j - 1] if j > 0 else 0.0)
+        mass[j], previous = levels[j] - previous, levels[j]
+        running += mass[j]
         below[j] = running
     for r in range(points.shape[0]):
         running = 0.0
         for j in range(n_levels):
-            running += (levels[j] - (levels[j - 1] if j > 0 else 0.0)) * points[r, j]
+            running += mass[j] * points[r, j]
             work[j] = running
         total = work[n_levels - 1] + (1.0 - levels[n_levels - 1]) * points[r, n_levels - 1]
         if not (total >= 1e-300 or np.isnan(total)):   # np.maximum, which keeps a NaN

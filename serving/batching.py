@@ -31,7 +31,6 @@ class MicroBatcher(Generic[Request, Answer]):
         self.answer_many, self.size, self.max_tasks = answer_many, size, max_tasks
         self._waiting: list[tuple[Request, asyncio.Future]] = []
         self._running: asyncio.Task | None = None
-        self.batches = 0   # batches answered so far (how much the requests were batched: requests / batches)
 
     async def answer(self, request: Request) -> Answer:
         future = asyncio.get_running_loop().create_future()
@@ -70,7 +69,6 @@ class MicroBatcher(Generic[Request, Answer]):
         while self._waiting:
             batch = self._next_batch()
             answers = self._answers([request for request, _ in batch])
-            self.batches += 1
             for (_, future), answer in zip(batch, answers, strict=True):
                 if future.done():   # its client went away
                     continue

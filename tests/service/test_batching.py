@@ -62,7 +62,7 @@ def test_a_request_alone_is_answered_at_once():
         return [await batcher.answer([i]) for i in range(3)]
 
     assert asyncio.run(one_after_another()) == [[0], [2], [4]]
-    assert batcher.batches == 3
+    assert recorder.batches == [[[0]], [[1]], [[2]]]
 
 
 def test_requests_waiting_when_the_worker_stops_learn_it():
