@@ -229,19 +229,21 @@ def extract_chunk(
 
 
 class _PartWriter:
-    """Appends chunk frames to a Parquet file under a temporary name, with the first chunk's schema."""
+    """Appends chunk frames to a Parquet file under a temporary name, with the first chunk's schema, labelled
+    with the extraction's id."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, extraction: str):
         self.path = path
+        self.extraction = extraction
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
         if self.writer is None:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
-        else:
-            table = pa.Table.from_pandas(frame, schema=self.writer.schema, preserve_index=False)
+            schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            schema = schema.with_metadata({**(schema.metadata or {}), EXTRACTION_KEY: self.extraction.encode()})
+            self.writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+        table = pa.Table.from_pandas(frame, schema=self.writer.schema, preserve_index=False)
         self.writer.write_table(table)
         self.rows += len(frame)
 
@@ -261,6 +263,9 @@ def _merge_into(out: Path, previous: Path | None, fresh: Path | None, replaced: 
                if path is not None and path.exists()]
     if not sources:
         return 0
+    if sources[0][0] == fresh:   # nothing to merge with: the fresh rows, already labelled, are the output
+        fresh.rename(out)
+        return pq.ParquetFile(out).metadata.num_rows
     schema = pq.read_schema(sources[-1][0])
     labelled = schema.with_metadata({**(schema.metadata or {}), EXTRACTION_KEY: extraction.encode()})
     rows = 0
@@ -290,7 +295,8 @@ def _extract_into(build: Path, raw_dir: Path, params: Params, source: Source, fu
                                lambda: list(source.changed_task_ranges(since, settings.chunk_tasks)))
     log.info("extracting %s task chunk(s) from %s (since %s)", len(ranges), source.describe(), since)
 
-    writers = {name: _PartWriter(build / f".{name}.fresh.parquet") for name in OUTPUTS}
+    extraction = uuid.uuid4().hex[:12]
+    writers = {name: _PartWriter(build / f".{name}.fresh.parquet", extraction) for name in OUTPUTS}
     read_ids: list[np.ndarray] = []
     watermark = since
     try:
@@ -313,7 +319,6 @@ def _extract_into(build: Path, raw_dir: Path, params: Params, source: Source, fu
     finally:  # pyarrow's close is idempotent
         for writer in writers.values():
             writer.close()
-    extraction = uuid.uuid4().hex[:12]
     replaced = pa.array(np.concatenate(read_ids) if read_ids else [], type=pa.int64())
     totals = {}
     for name in OUTPUTS:

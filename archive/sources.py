@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 import pandas as pd
 import sqlalchemy as sa
@@ -90,18 +91,51 @@ def _ranges(ids: Iterator[int], chunk: int) -> Iterator[tuple[int, int]]:
 def fetch_frame(conn: sa.Connection, stmt: sa.Select) -> pd.DataFrame:
     """Run `stmt` and return its rows as raw driver values.
 
-    SQLAlchemy compiles the statement and binds its parameters; the rows are then read from the DBAPI
-    cursor directly, skipping SQLAlchemy's per-value result processing (typing is done column-wise
-    afterwards, which is several times cheaper and lets unreadable values be reported, not raised).
-    On PostgreSQL through psycopg the rows come as one COPY stream parsed by Arrow instead.
+    The rows arrive as Arrow columns where the driver allows: from a SQLite file through ADBC, from
+    PostgreSQL through psycopg as one COPY stream parsed by Arrow. Otherwise SQLAlchemy compiles the statement
+    and binds its parameters, and the rows are read from the DBAPI cursor directly, skipping SQLAlchemy's
+    per-value result processing. Either way typing is done column-wise afterwards, which is several times
+    cheaper and lets unreadable values be reported, not raised.
     """
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         return _copy_frame(conn, stmt)
+    if conn.dialect.name == "sqlite":
+        frame = _sqlite_arrow_frame(conn, stmt)
+        if frame is not None:
+            return frame
     result = conn.execute(stmt)
     columns = list(result.keys())
     rows = result.cursor.fetchall()
     result.close()
     return pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+
+
+def _sqlite_arrow_frame(conn: sa.Connection, stmt: sa.Select) -> pd.DataFrame | None:
+    """SQLite: the statement's rows read by ADBC's SQLite driver straight into Arrow columns, through a
+    read-only connection of its own to the same file.
+
+    None when the archive is not a plain file, or when ADBC cannot type a column: it types each column by its
+    first rows and stops at a later value of another kind (a float among integers, text in a numeric column,
+    text after NULLs). The caller then reads the same statement row by row, which takes every value as it is.
+    """
+    import adbc_driver_manager
+    import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+    database = conn.engine.url.database
+    if not database or database == ":memory:" or conn.engine.url.query:
+        return None
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    # SQLite keeps times as text: bind a datetime as the ISO text SQLAlchemy's SQLite dialect writes.
+    params = tuple(value.isoformat(sep=" ", timespec="microseconds") if isinstance(value, datetime) else value
+                   for value in (compiled.params[name] for name in compiled.positiontup))
+    try:
+        with adbc_sqlite.connect(f"file:{quote(database)}?mode=ro") as adbc, adbc.cursor() as cursor:
+            cursor.execute(str(compiled), params)
+            table = cursor.fetch_arrow_table()
+    except (adbc_driver_manager.Error, OSError) as exc:   # a stream stopped mid-read comes as Arrow's OSError
+        log.debug("reading row by row (the Arrow read stopped: %s)", exc)
+        return None
+    return table.to_pandas()
 
 
 def _copy_frame(conn: sa.Connection, stmt: sa.Select) -> pd.DataFrame:
@@ -226,8 +260,13 @@ class SqlSource:
     def jobs(self, lo: int, hi: int, since: datetime | None) -> pd.DataFrame:
         with self.engine.connect() as conn:
             frames = [self.read(conn, self._jobs_statement(name, lo, hi, since)) for name in self.job_tables]
-        # Raw driver values, typed later: keep them as objects so that the tables concatenate as they are.
-        return pd.concat([f.astype(object) for f in frames], ignore_index=True)
+        # Raw driver values, typed later. Tables whose columns came with different types concatenate as objects.
+        read = [frame for frame in frames if len(frame)] or frames[:1]
+        if len(read) == 1:
+            return read[0]
+        if any(not frame.dtypes.equals(read[0].dtypes) for frame in read):
+            read = [frame.astype(object) for frame in read]
+        return pd.concat(read, ignore_index=True)
 
     def _fingerprint_statement(self) -> sa.Select:
         tasks = self.schema.jedi_tasks

@@ -157,6 +157,47 @@ def test_unreadable_rows_are_kept_aside_with_the_reason(project):
     assert 5 not in set(read(params, "tasks")["jeditaskid"])
 
 
+def _outputs(params: Params) -> dict[str, pd.DataFrame]:
+    return {name: read(params, name) for name in ("tasks", "labels", "jobs", "rejected")}
+
+
+def test_sqlite_read_into_arrow_gives_the_row_by_row_outputs(project, monkeypatch):
+    """A simulated archive, with a float among integers and text after NULLs added to its job table: the
+    statements ADBC can type are read into Arrow, the others row by row, and every output equals that of an
+    extraction read wholly row by row."""
+    from scoutless.archive import sources
+    from scoutless.simulator.stage import run_simulate
+
+    url = f"sqlite:///{project / 'a.sqlite'}"
+    params = params_for(project, url, chunk_tasks=100)
+    run_simulate(params.model_copy(update={"simulate": params.simulate.model_copy(update={"tasks": 300})}),
+                 progress=False)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:   # in the first chunk: ADBC types a column by its first rows (1,024 or so)
+        first_chunk = conn.execute(sa.text("SELECT jeditaskid FROM jedi_tasks ORDER BY jeditaskid LIMIT 100"))
+        last = list(first_chunk.scalars())[-1]
+        conn.execute(sa.text("UPDATE jobsarchived SET computingsite = NULL WHERE jeditaskid < :t"), {"t": last})
+        conn.execute(sa.text("UPDATE jobsarchived SET maxpss = maxpss + 0.5 WHERE pandaid = "
+                             "(SELECT max(pandaid) FROM jobsarchived WHERE jeditaskid = :t)"), {"t": last})
+        assert conn.execute(sa.text("SELECT count(*) FROM jobsarchived WHERE jeditaskid < :t"),
+                            {"t": last}).scalar_one() > 2000
+    engine.dispose()
+
+    arrow_read, saw = sources._sqlite_arrow_frame, []
+    monkeypatch.setattr(sources, "_sqlite_arrow_frame",
+                        lambda conn, stmt: saw.append(arrow_read(conn, stmt)) or saw[-1])
+    run_extract(params, progress=False)
+    read_into_arrow = _outputs(params)
+    monkeypatch.setattr(sources, "_sqlite_arrow_frame", lambda conn, stmt: None)
+    rows = params_for(project, url, raw=project / "rows", chunk_tasks=100)
+    run_extract(rows, progress=False)
+
+    assert any(frame is None for frame in saw) and sum(frame is not None for frame in saw) > len(saw) / 2
+    for name, frame in _outputs(rows).items():
+        pd.testing.assert_frame_equal(read_into_arrow[name], frame, check_exact=False, rtol=1e-9, obj=name)
+    assert len(read_into_arrow["labels"]) > 200
+
+
 def test_missing_table_is_named(project):
     url = f"sqlite:///{project / 'partial.sqlite'}"
     builder = ArchiveBuilder(url)
