@@ -27,7 +27,8 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -280,6 +281,20 @@ def _merge_into(out: Path, previous: Path | None, fresh: Path | None, replaced: 
     return rows
 
 
+def _read_ahead(read: Callable[[int, int], T], ranges: list[tuple[int, int]]) -> Iterator[T]:
+    """`read(lo, hi)` of each range in turn, the next one read in a thread while the caller works on this one.
+
+    The drivers read without holding the GIL (SQLite's and ADBC's C code, PostgreSQL's COPY and Arrow's CSV
+    parser), so reading and labelling share the cores; memory holds two chunks at most.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-read") as reader:
+        upcoming = reader.submit(read, *ranges[0]) if ranges else None
+        for following in [*ranges[1:], None]:
+            chunk = upcoming.result()
+            upcoming = reader.submit(read, *following) if following else None
+            yield chunk
+
+
 def _extract_into(build: Path, raw_dir: Path, params: Params, source: Source, full: bool, progress: bool,
                   absent_columns: dict[str, list[str]], started: float) -> ExtractSummary:
     """Write the next data/raw into `build`: the changed tasks read from `source`, merged with `raw_dir`'s."""
@@ -303,12 +318,13 @@ def _extract_into(build: Path, raw_dir: Path, params: Params, source: Source, fu
         unkeyed = read_with_retries(settings, "the rows without a task id", source.unkeyed_rows)
         if len(unkeyed):
             writers["rejected"].write(_rejected_rows(unkeyed.drop(columns="reason"), "jedi_tasks", unkeyed["reason"]))
+        def read_chunk(lo: int, hi: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+            return (read_with_retries(settings, f"tasks {lo}-{hi}", lambda: source.tasks(lo, hi, since)),
+                    read_with_retries(settings, f"jobs of tasks {lo}-{hi}", lambda: source.jobs(lo, hi, since)))
+
         with progress_bar(progress) as bar:
-            for lo, hi in bar.track(ranges, description="extract"):
-                raw_tasks = read_with_retries(settings, f"tasks {lo}-{hi}",
-                                              lambda lo=lo, hi=hi: source.tasks(lo, hi, since))
-                raw_jobs = read_with_retries(settings, f"jobs of tasks {lo}-{hi}",
-                                             lambda lo=lo, hi=hi: source.jobs(lo, hi, since))
+            for raw_tasks, raw_jobs in bar.track(_read_ahead(read_chunk, ranges), total=len(ranges),
+                                                 description="extract"):
                 read_ids.append(pd.to_numeric(raw_tasks["jeditaskid"]).to_numpy(dtype="int64"))
                 chunk = extract_chunk(raw_tasks, raw_jobs, settings)
                 for name, frame in chunk.items():
