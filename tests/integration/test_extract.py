@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from scoutless.archive import extract as extract_module
+from scoutless.archive.layout import OUTPUTS
 from scoutless.archive.sources import ArchiveSchemaError
 from scoutless.archive.stages import open_source, run_extract
 from scoutless.features.build import submission_features
@@ -158,7 +159,7 @@ def test_unreadable_rows_are_kept_aside_with_the_reason(project):
 
 
 def _outputs(params: Params) -> dict[str, pd.DataFrame]:
-    return {name: read(params, name) for name in ("tasks", "labels", "jobs", "rejected")}
+    return {name: read(params, name) for name in OUTPUTS}
 
 
 def test_sqlite_read_into_arrow_gives_the_row_by_row_outputs(project, monkeypatch):
