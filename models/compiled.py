@@ -1,9 +1,11 @@
-"""Fitted tree ensembles as flat node arrays, walked by compiled code, and the cost-aware request policy as one
+"""Fitted tree ensembles as one array of packed nodes, walked by compiled code, and the cost-aware request policy as one
 compiled loop: the service's hot path.
 
 XGBoost's and scikit-learn's own predict calls cost milliseconds for one row (a DMatrix or input checks,
-thread pools), while the trees themselves take microseconds. Here a forest is one set of node arrays, walked
-by one function compiled with numba (compiled when the model is loaded: a second or so, once per process).
+thread pools), while the trees themselves take microseconds. Here a forest is one array of 16-byte nodes, each
+tree depth-first (a walk going left reads on in memory), walked by one function compiled with numba (compiled
+when the model is loaded: a second or so, once per process). The six targets' trees hold about 160k nodes, more
+than a core's L2 cache: one task's walks wait on memory, and a node of seven arrays cost up to seven cache lines.
 
 Each library's rules are reproduced exactly, so the answers are the library's own, bit for bit where the
 arithmetic allows (tests/model/test_candidates.py compares them on random inputs):
@@ -27,32 +29,34 @@ import numpy as np
 # Category codes a categorical split knows (scikit-learn's bitsets hold 256; scoutless' encoders keep at most
 # max_categories <= 255); any other code takes the node's way for an out-of-range category.
 CATEGORY_CODES = 256
+# A node in 16 bytes, four to a cache line: `value` is a numeric split's threshold, a categorical split's row of
+# category_left or a leaf's value; `feature` is a numeric split's feature f, -2 - f for a categorical split
+# and LEAF for a leaf; `right` is the right child, negated when missing values go left (no node's right child
+# is node 0).
+NODE = np.dtype([("value", "float64"), ("feature", "int32"), ("right", "int32")])
+LEAF = -1
 
 
 class TreeEnsemble:
-    """Trees as flat node arrays; a leaf is its own left child."""
+    """Trees as one array of packed nodes (NODE), each tree's nodes in depth-first order."""
 
     def __init__(self, nodes: dict[str, np.ndarray], roots: np.ndarray, outputs: np.ndarray, base: np.ndarray,
                  dtype: type, strict_less: bool):
-        self.feature = nodes["feature"]
-        self.threshold = nodes["threshold"].astype(dtype)
-        self.left, self.right = nodes["left"], nodes["right"]
-        self.default_left = nodes["default_left"]
-        # per node: its row of `category_left` (-1: numeric split or leaf); a row says, per code (the last:
-        # out of range), whether the split sends it left
-        self.category_row = nodes["category_row"]
+        """`nodes`: flat arrays over every tree (a leaf its own left child; a categorical split's row of
+        `category_left`, -1 for the others), `roots`: each tree's first node."""
+        self.nodes, self.roots = _packed(nodes, roots, dtype)
+        # per categorical split, per code (the last: out of range): whether the split sends it left
         self.category_left = nodes["category_left"]
-        self.value = nodes["value"].astype(dtype)
-        self.roots, self.base, self.dtype, self.strict_less = roots, base.astype(dtype), dtype, strict_less
+        self.base, self.dtype, self.strict_less = base.astype(dtype), dtype, strict_less
         self.outputs = np.asarray(outputs, dtype=np.intp)
-        self.predict(np.zeros((1, int(self.feature.max()) + 1)))   # numba compiles the walk for this dtype now
+        self.n_features = int(nodes["feature"].max()) + 1
+        self.predict(np.zeros((1, self.n_features)))   # numba compiles the walk for this dtype now
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(n, outputs) raw predictions for the rows of `x` (n, features)."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
         out = np.empty((len(x), len(self.base)), dtype=self.dtype)
-        _walk(x, self.feature, self.threshold, self.left, self.right, self.default_left, self.category_row,
-              self.category_left, self.value, self.roots, self.outputs, self.base, self.strict_less, out)
+        _walk(x, self.nodes, self.category_left, self.roots, self.outputs, self.base, self.strict_less, out)
         return out.astype("float64")
 
     @classmethod
@@ -147,10 +151,42 @@ def _stacked(parts: list[dict[str, np.ndarray]], category_rows: list[np.ndarray]
     return nodes
 
 
+def _packed(nodes: dict[str, np.ndarray], roots: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """(the nodes as NODE records, each tree depth-first from its root: a split's left child is the node after
+    it, so that a walk reads on in memory, its roots). Thresholds and leaf values are those of `dtype`, held
+    exactly as float64."""
+    left, right = nodes["left"], nodes["right"]
+    order, packed_roots = np.full(len(left), -1, dtype=np.intp), np.empty(len(roots), dtype=np.intp)
+    position = 0
+    for t, root in enumerate(roots.tolist()):
+        packed_roots[t] = position
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            order[position] = node
+            position += 1
+            if left[node] != node:
+                stack += (right[node], left[node])
+    order = order[:position]   # nodes no root reaches are left out
+    new_index = np.empty(len(left), dtype=np.intp)
+    new_index[order] = np.arange(position)
+    leaf = left[order] == order
+    category_row = nodes["category_row"][order]
+    categorical = category_row >= 0
+    feature = nodes["feature"][order]
+    split_value = np.where(categorical, category_row, nodes["threshold"][order].astype(dtype).astype("float64"))
+    right_child = new_index[right[order]]
+    packed = np.empty(position, dtype=NODE)
+    packed["feature"] = np.where(leaf, LEAF, np.where(categorical, -2 - feature, feature))
+    packed["value"] = np.where(leaf, nodes["value"][order].astype(dtype).astype("float64"), split_value)
+    packed["right"] = np.where(nodes["default_left"][order], -right_child, right_child)
+    return packed, packed_roots
+
+
 @numba.njit(cache=False, nogil=True)
-def _walk(x, feature, threshold, left, right, default_left, category_row, category_left, value, roots, outputs,
-          base, strict_less, out):
-    """Every row down every tree; each leaf added to its output in tree order, in the dtype of `out`."""
+def _walk(x, nodes, category_left, roots, outputs, base, strict_less, out):
+    """Every row down every tree; each leaf added to its output in tree order, in the dtype of `out` (a
+    float32 sum computed in float64 and rounded back is the float32 sum: 53 >= 2 * 24 + 2 bits)."""
     codes = category_left.shape[1] - 1
     for r in range(x.shape[0]):
         for k in range(base.shape[0]):
@@ -159,19 +195,21 @@ def _walk(x, feature, threshold, left, right, default_left, category_row, catego
     for t in range(roots.shape[0]):
         for r in range(x.shape[0]):
             node = roots[t]
-            while left[node] != node:
-                v = x[r, feature[node]]
+            split = nodes[node]
+            while split.feature != LEAF:
+                numeric = split.feature >= 0
+                v = x[r, split.feature if numeric else -2 - split.feature]
                 if np.isnan(v):
-                    go_left = default_left[node]
-                elif category_row[node] >= 0:
-                    code = int(v) if 0 <= v < codes else codes
-                    go_left = category_left[category_row[node], code]
+                    go_left = split.right < 0
+                elif not numeric:
+                    go_left = category_left[int(split.value), int(v) if 0 <= v < codes else codes]
                 elif strict_less:
-                    go_left = v < threshold[node]
+                    go_left = v < split.value
                 else:
-                    go_left = v <= threshold[node]
-                node = left[node] if go_left else right[node]
-            out[r, outputs[t]] += value[node]
+                    go_left = v <= split.value
+                node = node + 1 if go_left else abs(split.right)
+                split = nodes[node]
+            out[r, outputs[t]] += split.value
 
 
 def cost_aware_requests(spec, points: np.ndarray, levels, cost: dict) -> tuple[np.ndarray, np.ndarray]:
