@@ -361,6 +361,10 @@ class ServingParams(Section):
     port: Annotated[int, Field(gt=0, lt=65536)] = 3000
     # worker processes of `scoutless serve`, each with the models (null: one per core)
     workers: Annotated[int, Field(gt=0)] | None = None
+    # BentoML's log line per request: off, it leaves a worker a quarter more requests per second (1,722 against
+    # 1,313 for 50 clients here); /metrics still counts every request by status and latency, and a refused
+    # request is logged by the request gate either way
+    access_log: bool = False
 
 
 class Params(Section):

@@ -26,6 +26,7 @@ from scoutless.paths import atomic_path, pause_point, resolve, write_json
 
 SERVICE_CONFIG = "serving.json"
 WORKERS_ENV = "SCOUTLESS_SERVE_WORKERS"   # serving.workers for `scoutless serve`, read when the service is defined
+ACCESS_LOG_ENV = "SCOUTLESS_SERVE_ACCESS_LOG"   # serving.access_log ("true" or "false"), read likewise
 REGISTERED_FILE = "scoutless_registered.json"   # in the store: the tags whose registration finished
 PROMOTED_SET_EXIT = 5                           # the registration's exit code for a damaged promotion
 

@@ -17,18 +17,21 @@ import bentoml
 from fastapi import FastAPI
 
 from scoutless.params import TARGETS
-from scoutless.serving.registry import SERVICE_CONFIG, WORKERS_ENV, model_name
+from scoutless.serving.registry import ACCESS_LOG_ENV, SERVICE_CONFIG, WORKERS_ENV, model_name
 from scoutless.serving.request_gate import DEFAULT_MAX_BYTES, LIMITS, RequestGate, quiet_client_error_tracebacks
 from scoutless.serving.schema import PredictResponse, TaskSpec, check_limits
 from scoutless.telemetry import disable_telemetry
 
 disable_telemetry()
 info_app = FastAPI(title="scoutless metadata")
-# serving.workers as `scoutless serve` passes it; a Bento run on its own: one per core
+# serving.workers and serving.access_log as `scoutless serve` passes them; a Bento run on its own: one worker per
+# core, no access log (the params' defaults)
 WORKERS = os.environ.get(WORKERS_ENV, "cpu_count")
+ACCESS_LOG = os.environ.get(ACCESS_LOG_ENV, "false") == "true"
 
 
-@bentoml.service(name="scoutless", workers=int(WORKERS) if WORKERS.isdigit() else WORKERS, traffic={"timeout": 60})
+@bentoml.service(name="scoutless", workers=int(WORKERS) if WORKERS.isdigit() else WORKERS, traffic={"timeout": 60},
+                  logging={"access": {"enabled": ACCESS_LOG}})
 @bentoml.asgi_app(info_app, path="/metadata")
 class Scoutless:
     ramcount = bentoml.models.BentoModel(f"{model_name('ramcount')}:latest")

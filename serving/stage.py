@@ -17,7 +17,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from scoutless.params import Params, project_dir
 from scoutless.paths import resolve, write_json
-from scoutless.serving.registry import WORKERS_ENV, bentoml_env, register_in_subprocess, use_project_store
+from scoutless.serving.registry import (
+    ACCESS_LOG_ENV,
+    WORKERS_ENV,
+    bentoml_env,
+    register_in_subprocess,
+    use_project_store,
+)
 from scoutless.serving.schema import TaskSpec, check_limits
 
 SERVICE = "scoutless.serving.service:Scoutless"
@@ -93,6 +99,7 @@ def run_serve(params: Params, port: int | None = None) -> NoReturn:
     port = port or params.serving.port
     os.environ[HISTORY_DIR_ENV] = str(resolve(params.paths.history))
     os.environ[WORKERS_ENV] = str(params.serving.workers or "cpu_count")
+    os.environ[ACCESS_LOG_ENV] = "true" if params.serving.access_log else "false"
     use_project_store(params)
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     os.chdir(project_dir())  # the service is imported from the installed package, not from the cwd

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from scoutless.params import TARGETS, JediParams, Params
+from scoutless.serving.registry import ACCESS_LOG_ENV
 from scoutless.serving.schema import TaskSpec
 from tests.conftest import REPO, free_port, wait_until_answers
 
@@ -239,6 +240,18 @@ def test_a_real_server_answers_the_readme_example(server):
     check_answer(response.json(), [EXAMPLE_PRESET])
     metadata = httpx.get(f"{server.url}/metadata", follow_redirects=True, timeout=10).json()
     assert {t["candidate"] for t in metadata["targets"].values()} <= {"history", "mlp", "hgb", "xgboost", "default"}
+
+
+def test_the_access_log_follows_the_params(server, served_project):
+    """serving.access_log, off by default: the real server writes no line per answered request; on, the service
+    is defined with BentoML's access log."""
+    httpx.post(f"{server.url}/predict", json=EXAMPLE, timeout=30).raise_for_status()
+    assert "path=/predict" not in server.log.read_text()
+    shown = subprocess.run([sys.executable, "-c", "from scoutless.serving.service import Scoutless; "
+                            "print(Scoutless.config['logging']['access']['enabled'])"],
+                           env={**os.environ, ACCESS_LOG_ENV: "true"}, cwd=served_project, capture_output=True,
+                           text=True, timeout=300)
+    assert shown.stdout.split()[-1:] == ["True"], shown.stdout[-1000:] + shown.stderr[-3000:]
 
 
 def test_concurrent_requests_to_a_real_server_each_get_their_own_answer(server, served_project):
