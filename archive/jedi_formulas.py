@@ -30,6 +30,8 @@ does when it stores them (`to_task_columns`) is only for writing task rows.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -114,25 +116,48 @@ def job_measurements(jobs: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
     })
 
 
-def task_values(measured: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
-    """Aggregate job measurements into one row of resource values per task (index: jeditaskid)."""
-    by_task = measured.groupby("jeditaskid", sort=True)
-    ram = by_task["ram_mb_per_core"].quantile(jedi.ramcount_percentile / 100.0) * (1.0 + jedi.ramcount_margin)
-    values = pd.DataFrame({
-        "ramcount": ram.clip(lower=jedi.ramcount_min_mb).where(ram.notna()),
-        "cputime": by_task["cputime_hs06s_per_event"].quantile(jedi.cputime_percentile / 100.0)
-        * jedi.cputime_scale,
-        "cpuefficiency": by_task["cpuefficiency_pct"].median().clip(0.0, 100.0),
-        "iointensity": by_task["iointensity_kbps"].max(),
-        "diskio": by_task["diskio_kbps"].mean(),
-        "outdiskcount": by_task["outdisk_kb_per_event"]
-        .quantile(jedi.outdisk_percentile / 100.0)
-        .clip(upper=jedi.outdisk_cap_kb),
-        "workdiskcount": by_task["workdisk_mb"].max(),
-        "n_finished_jobs": by_task.size(),
-    })
-    values.index.name = "jeditaskid"
-    return values
+# The job measurements the per-task values are taken from.
+MEASURED_COLUMNS = ("ram_mb_per_core", "cputime_hs06s_per_event", "cpuefficiency_pct", "iointensity_kbps",
+                    "diskio_kbps", "outdisk_kb_per_event", "workdisk_mb")
+
+
+def task_values(measured: pd.DataFrame | Path | str, jedi: JediParams) -> pd.DataFrame:
+    """Aggregate job measurements (`job_measurements`, as a frame or as Parquet: a file or a folder of files, read
+    by the columns needed) into one row of resource values per task (index: jeditaskid, ascending). The
+    statistics run compiled over each task's rows (archive.group_statistics): exact, never a loop in Python."""
+    from scoutless.archive import group_statistics as stats
+
+    if isinstance(measured, Path | str):
+        import pyarrow.dataset as ds
+
+        dataset = ds.dataset(str(measured), format="parquet")
+
+        def column(name: str, dtype: str) -> np.ndarray:   # one at a time: memory holds the ids and one column
+            return np.asarray(dataset.to_table(columns=[name]).column(name).to_numpy(), dtype=dtype)
+    else:
+        def column(name: str, dtype: str) -> np.ndarray:
+            series = measured[name]
+            return series.to_numpy(dtype=dtype, na_value=np.nan) if dtype == "float64" else series.to_numpy(dtype)
+    order, tasks, bounds = stats.group_bounds(column("jeditaskid", "int64"))
+
+    def grouped(name: str) -> np.ndarray:
+        values = column(name, "float64")
+        return values if order is None else values[order]
+
+    def percentile(name: str, rank: float) -> np.ndarray:
+        return stats.group_quantiles(grouped(name), bounds, rank / 100.0)
+
+    ram = pd.Series(percentile("ram_mb_per_core", jedi.ramcount_percentile) * (1.0 + jedi.ramcount_margin))
+    return pd.DataFrame({
+        "ramcount": ram.clip(lower=jedi.ramcount_min_mb).where(ram.notna()).to_numpy(),
+        "cputime": percentile("cputime_hs06s_per_event", jedi.cputime_percentile) * jedi.cputime_scale,
+        "cpuefficiency": np.clip(percentile("cpuefficiency_pct", 50.0), 0.0, 100.0),
+        "iointensity": stats.group_max(grouped("iointensity_kbps"), bounds),
+        "diskio": stats.group_means(grouped("diskio_kbps"), bounds),
+        "outdiskcount": np.minimum(percentile("outdisk_kb_per_event", jedi.outdisk_percentile), jedi.outdisk_cap_kb),
+        "workdiskcount": stats.group_max(grouped("workdisk_mb"), bounds),
+        "n_finished_jobs": np.diff(bounds).astype("int64"),
+    }, index=pd.Index(tasks, name="jeditaskid"))
 
 
 def to_task_columns(values: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""JEDI's scout formulas on hand-computed cases."""
+"""JEDI's scout formulas on hand-computed cases, and the per-task statistics against pandas' groupby."""
 
 from datetime import datetime, timedelta
 
@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoutless.archive.jedi_formulas import job_measurements, normalised_scout_values, task_values, to_task_columns
+from scoutless.archive.jedi_formulas import (
+    MEASURED_COLUMNS,
+    job_measurements,
+    normalised_scout_values,
+    task_values,
+    to_task_columns,
+)
 from scoutless.params import JediParams
 
 JEDI = JediParams()
@@ -113,3 +119,58 @@ def test_scout_values_are_normalised_to_target_units():
     assert scout["scout_cputime"].tolist()[:2] == pytest.approx([5.2, 40.0])
     assert np.isnan(scout["scout_cputime"].iloc[2])
     assert scout["scout_outdiskcount"].isna().tolist() == [False, True, False]
+
+
+def pandas_task_values(measured: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
+    """The per-task statistics as pandas computes them (group by group): the reference of the DuckDB ones."""
+    by_task = measured.groupby("jeditaskid", sort=True)
+    ram = by_task["ram_mb_per_core"].quantile(jedi.ramcount_percentile / 100.0) * (1.0 + jedi.ramcount_margin)
+    return pd.DataFrame({
+        "ramcount": ram.clip(lower=jedi.ramcount_min_mb).where(ram.notna()),
+        "cputime": by_task["cputime_hs06s_per_event"].quantile(jedi.cputime_percentile / 100.0) * jedi.cputime_scale,
+        "cpuefficiency": by_task["cpuefficiency_pct"].median().clip(0.0, 100.0),
+        "iointensity": by_task["iointensity_kbps"].max(),
+        "diskio": by_task["diskio_kbps"].mean(),
+        "outdiskcount": by_task["outdisk_kb_per_event"].quantile(jedi.outdisk_percentile / 100.0)
+        .clip(upper=jedi.outdisk_cap_kb),
+        "workdiskcount": by_task["workdisk_mb"].max(),
+        "n_finished_jobs": by_task.size(),
+    })
+
+
+def random_measurements(seed: int, tasks: int = 400) -> pd.DataFrame:
+    """Job measurements of tasks with 1 to 60 jobs: skewed values, ties, a fifth missing at random, some tasks
+    with a measurement no job gives, and tasks in no order."""
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(rng.choice(10**9, tasks, replace=False))
+    task = np.repeat(ids, rng.integers(1, 61, tasks))
+    frame = pd.DataFrame({"jeditaskid": rng.permutation(task).astype("int64")})
+    for column in MEASURED_COLUMNS:
+        values = np.round(rng.lognormal(3, 2, len(frame)), rng.integers(0, 4))   # rounding makes ties
+        values[rng.random(len(frame)) < 0.2] = np.nan
+        values[np.isin(frame["jeditaskid"], ids[: tasks // 20])] = np.nan
+        frame[column] = values
+    return frame
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_task_values_are_pandas_groupby_values_from_a_frame_and_from_parquet(seed, tmp_path):
+    """The compiled statistics against pandas' groupby on the same jobs, to 1e-9: from a frame in no task
+    order, and from a folder of Parquet files holding NaN values themselves (as another writer leaves them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    measured = random_measurements(seed)
+    expected = pandas_task_values(measured, JEDI)
+    with_nan = pa.table({column: pa.array(measured[column].to_numpy()) for column in measured})
+    assert pa.compute.sum(pa.compute.is_nan(with_nan["workdisk_mb"])).as_py() > 0
+    half = len(measured) // 2
+    pq.write_table(with_nan.slice(0, half), tmp_path / "part-0.parquet", row_group_size=5000)
+    pq.write_table(with_nan.slice(half), tmp_path / "part-1.parquet", row_group_size=5000)
+    for found in (task_values(measured, JEDI), task_values(tmp_path, JEDI),
+                  task_values(measured.sort_values("jeditaskid", kind="stable"), JEDI)):
+        assert list(found.columns) == list(expected.columns)
+        assert (found.index == expected.index).all() and found.index.name == "jeditaskid"
+        pd.testing.assert_frame_equal(found, expected, check_exact=False, rtol=1e-9, atol=0, check_names=False)
+    assert expected.isna().any().any() and expected["n_finished_jobs"].eq(1).any()   # the cases are there
+    assert task_values(measured.iloc[:0], JEDI).empty
