@@ -41,6 +41,7 @@ lint: install
 # PostgreSQL half of the extraction benchmark, SCOUTLESS_TEST_POSTGRES_URL).
 bench: install
 	$(BIN)/python -m benchmarks.extract
+	$(BIN)/python -m benchmarks.aggregate
 	$(BIN)/python -m benchmarks.features
 	$(BIN)/python -m benchmarks.training
 	$(BIN)/python -m benchmarks.serving
