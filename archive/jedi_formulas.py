@@ -147,9 +147,9 @@ def task_values(measured: pd.DataFrame | Path | str, jedi: JediParams) -> pd.Dat
     def percentile(name: str, rank: float) -> np.ndarray:
         return stats.group_quantiles(grouped(name), bounds, rank / 100.0)
 
-    ram = pd.Series(percentile("ram_mb_per_core", jedi.ramcount_percentile) * (1.0 + jedi.ramcount_margin))
-    return pd.DataFrame({
-        "ramcount": ram.clip(lower=jedi.ramcount_min_mb).where(ram.notna()).to_numpy(),
+    return pd.DataFrame({   # np.maximum and np.minimum keep NaN: a task no job measured stays without a value
+        "ramcount": np.maximum(percentile("ram_mb_per_core", jedi.ramcount_percentile) * (1.0 + jedi.ramcount_margin),
+                               jedi.ramcount_min_mb),
         "cputime": percentile("cputime_hs06s_per_event", jedi.cputime_percentile) * jedi.cputime_scale,
         "cpuefficiency": np.clip(percentile("cpuefficiency_pct", 50.0), 0.0, 100.0),
         "iointensity": stats.group_max(grouped("iointensity_kbps"), bounds),

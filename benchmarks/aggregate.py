@@ -15,6 +15,7 @@ Writes benchmarks/results/aggregate.{json,md}.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -120,8 +121,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.measure:
-        import json
-
         print(json.dumps(measure(args.measure, args.folder, args.out)))
         return
 

@@ -122,7 +122,7 @@ def test_scout_values_are_normalised_to_target_units():
 
 
 def pandas_task_values(measured: pd.DataFrame, jedi: JediParams) -> pd.DataFrame:
-    """The per-task statistics as pandas computes them (group by group): the reference of the DuckDB ones."""
+    """The per-task statistics as pandas computes them (group by group): the reference of the compiled ones."""
     by_task = measured.groupby("jeditaskid", sort=True)
     ram = by_task["ram_mb_per_core"].quantile(jedi.ramcount_percentile / 100.0) * (1.0 + jedi.ramcount_margin)
     return pd.DataFrame({
