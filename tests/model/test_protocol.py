@@ -134,6 +134,55 @@ def test_recalibrating_as_labels_arrive_follows_a_drift_after_the_origin():
     assert hidden.apply_as_of(np.zeros((1, 3)), after.iloc[[i]], just_before.iloc[[i]])[0, 1] == refreshed[i]
 
 
+def offsets_by_definition(pool_frame: pd.DataFrame, scores: np.ndarray, counted: np.ndarray, settings_: dict,
+                          levels: tuple, moment: pd.Timestamp, group) -> list[float]:
+    """weighted_conformal_quantile of the errors known by `moment` (of `group` when it has enough counted
+    known rows), weighted by age from `moment`: the offsets a pool gives, from their definition."""
+    known = ((pool_frame[LABELS_KNOWN_AT] <= moment) & (pool_frame["creationdate"] <= moment)).to_numpy()
+    known &= ~np.isnan(scores).any(axis=1)
+    if settings_["group"] is not None and group is not None:
+        mine = known & (pool_frame["processing_type"] == group).to_numpy()
+        if (mine & counted).sum() >= settings_["min_group_tasks"]:
+            known = mine
+    age = (moment - pool_frame["creationdate"]).dt.total_seconds().to_numpy() / 86400
+    weights = np.ones(len(age)) if settings_["half_life_days"] is None else 0.5 ** (age / settings_["half_life_days"])
+    column = [0] * len(levels) if scores.shape[1] == 1 else range(len(levels))
+    return [weighted_conformal_quantile(scores[known, c], weights[known], q) for c, q in zip(column, levels, strict=True)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(0, 300), one_column=st.booleans(),
+       half_life=st.sampled_from([None, 0.5, 5.0]), min_group=st.sampled_from([1, 20, 1000]),
+       grouped=st.booleans(), ties=st.booleans())
+def test_the_sweep_gives_every_moment_the_offsets_of_their_definition(seed, n, one_column, half_life, min_group,
+                                                                      grouped, ties):
+    """apply_as_of and offsets_at answer, for many moments in one sweep, what the definition gives moment by
+    moment: unknown labels, jobs counted once per task, groups too small for their own, ties, no half-life."""
+    rng = np.random.default_rng(seed)
+    created = T0 + pd.to_timedelta(rng.uniform(0, 30, n), unit="D")
+    frame = pd.DataFrame({"creationdate": created,
+                          LABELS_KNOWN_AT: created + pd.to_timedelta(rng.exponential(3, n), unit="D"),
+                          "processing_type": rng.choice(["simul", "deriv", "reco"], n, p=[0.6, 0.3, 0.1])})
+    levels = (0.05, 0.5, 0.9, 0.95, 0.999) if one_column else (0.5, 0.9, 0.95)
+    values = rng.integers(0, 5, n).astype(float) if ties else rng.normal(size=n)
+    y = np.where(rng.random(n) < 0.1, np.nan, values)
+    predicted = rng.normal(size=(n, 1 if one_column else 3)) * (0 if ties else 1)
+    counted = rng.random(n) < 0.7
+    settings_ = {"group": "processing_type" if grouped else None, "min_group_tasks": min_group,
+                 "half_life_days": half_life}
+    pool = CalibrationPool.of(y, predicted, frame, settings_, levels=levels, counted=counted)
+    scores = y[:, None] - predicted
+    asked = pd.DataFrame({"processing_type": rng.choice(["simul", "deriv", "reco", None], 25)})
+    moments = pd.Series(T0 + pd.to_timedelta(rng.uniform(-1, 40, 25), unit="D"))
+    swept = pool.apply_as_of(np.zeros((25, len(levels))), asked, moments)
+    for i in range(25):
+        expected = offsets_by_definition(frame, scores, counted, settings_, levels, moments[i],
+                                         asked["processing_type"][i])
+        np.testing.assert_allclose(swept[i], expected, rtol=0, atol=1e-12)
+        at = pool.offsets_at(moments[i])
+        assert at.apply(np.zeros((1, len(levels))), asked.iloc[[i]])[0].tolist() == swept[i].tolist()
+
+
 def test_offsets_round_trip_and_unknown_groups_take_the_overall_ones():
     created = pd.Series(T0, index=range(155))
     frame = pd.DataFrame({"processing_type": ["simul"] * 150 + ["deriv"] * 5, "creationdate": created,
