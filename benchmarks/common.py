@@ -20,9 +20,9 @@ def peak_rss_mb() -> float:
 def measure_in_subprocess(module: str, args: list[str]) -> dict:
     """Run `python -m module --measure ...` in a new process (so peak memory is its own) and return
     the JSON object it prints on its last line."""
-    done = subprocess.run(
-        [sys.executable, "-m", module, *args], check=True, capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} exited with {done.returncode}:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -67,8 +67,10 @@ class Candidate(ABC):
         self._cost_aware_requests = cost_aware_requests   # models.compiled's once compiled
 
     @abstractmethod
-    def fit(self, train: pd.DataFrame, y: np.ndarray) -> Candidate:
-        """Fit on `train` (its features) and `y` (target units)."""
+    def fit(self, train: pd.DataFrame, y: np.ndarray, validation: tuple[pd.DataFrame, np.ndarray] | None = None
+            ) -> Candidate:
+        """Fit on `train` (its features) and `y` (target units); `validation` (the validation window's tasks
+        and labels) tells a learned candidate when to stop adding trees."""
 
     def calibration_pool(self, frame: pd.DataFrame, y: np.ndarray) -> CalibrationPool | None:
         """Its errors on tasks it did not learn from (`frame`, labels `y` in target units, NaN: unknown);
@@ -242,7 +244,7 @@ class Candidate(ABC):
 class DefaultCandidate(Candidate):
     name = "default"
 
-    def fit(self, train, y):
+    def fit(self, train, y, validation=None):
         return self
 
     def predict_quantiles(self, frame):
@@ -255,7 +257,7 @@ class ScoutCandidate(Candidate):
     name = "scout"
     servable = False  # the scouts' values exist only once the scouts have run
 
-    def fit(self, train, y):
+    def fit(self, train, y, validation=None):
         return self
 
     def predict_quantiles(self, frame):
@@ -270,7 +272,7 @@ class HistoryCandidate(Candidate):
 
     name = "history"
 
-    def fit(self, train, y):
+    def fit(self, train, y, validation=None):
         rows = []
         for level, columns in enumerate(self.config["groups"]):
             keyed = pd.DataFrame({"key": group_key(train, tuple(columns)), "y": y}).dropna()
@@ -309,14 +311,20 @@ class LearnedCandidate(Candidate):
     def features(self) -> tuple[list[str], list[str]]:
         return self.config["categorical"], self.config["numeric"]
 
-    def fit(self, train, y):
+    def fit(self, train, y, validation=None):
         categorical, numeric = self.features()
         self.encoder = CategoryEncoder.fit(train, categorical, numeric, self.config.get("max_categories", 255))
         y_model = self.spec.to_model_space(y)
         known = ~np.isnan(y_model)
         if not known.any():
             raise ValueError(f"{self.name}: no labelled task to fit {self.spec.name} on")
-        self._fit(train[known], y_model[known])
+        stop_on = None
+        if validation is not None:
+            y_validation = self.spec.to_model_space(np.asarray(validation[1], dtype="float64"))
+            labelled = ~np.isnan(y_validation)
+            if labelled.any():
+                stop_on = (self.encoder.codes(validation[0][labelled]), y_validation[labelled])
+        self._fit(train[known], y_model[known], stop_on)
         self.calibration = ConformalOffsets()
         return self
 
@@ -379,7 +387,9 @@ class LearnedCandidate(Candidate):
         return self._raw(self.encoder.codes(frame))
 
     @abstractmethod
-    def _fit(self, frame: pd.DataFrame, y_model: np.ndarray) -> None: ...
+    def _fit(self, frame: pd.DataFrame, y_model: np.ndarray, stop_on: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Fit on `frame` and its model-space labels; `stop_on` (codes, model-space labels of the validation
+        window; None: none) is where the boosted candidates stop early."""
 
     @abstractmethod
     def _library_raw(self, codes: np.ndarray) -> np.ndarray:
@@ -400,21 +410,28 @@ class LearnedCandidate(Candidate):
 class XGBoostCandidate(LearnedCandidate):
     name = "xgboost"
 
-    def _matrix(self, frame: pd.DataFrame, label: np.ndarray):
+    def _matrix(self, codes: np.ndarray, label: np.ndarray):
         import xgboost as xgb
 
         types = ["c"] * len(self.encoder.categories) + ["q"] * len(self.encoder.numeric)
-        return xgb.DMatrix(self.encoder.codes(frame), label=label, feature_types=types,
-                           feature_names=self.encoder.columns, enable_categorical=True, nthread=-1)
+        return xgb.DMatrix(codes, label=label, feature_types=types, feature_names=self.encoder.columns,
+                           enable_categorical=True, nthread=self.config["params"].get("nthread", 0) or -1)
 
-    def _fit(self, frame, y_model):
+    def _fit(self, frame, y_model, stop_on):
         import xgboost as xgb
 
-        settings = {k: v for k, v in self.config["params"].items() if k != "n_estimators"}
+        settings = dict(self.config["params"])
+        rounds, patience = settings.pop("n_estimators", 300), settings.pop("early_stopping_rounds", None)
         params = {"objective": "reg:quantileerror", "quantile_alpha": [float(q) for q in QUANTILES],
                   "tree_method": "hist", "max_cat_to_onehot": 1, **settings}
-        self.booster = xgb.train(params, self._matrix(frame, y_model), num_boost_round=self.config["params"]
-                                 .get("n_estimators", 300))
+        train = self._matrix(self.encoder.codes(frame), y_model)
+        if stop_on is None or patience is None:
+            self.booster = xgb.train(params, train, num_boost_round=rounds)
+            return
+        # the mean pinball loss of the three quantiles on the validation window; the trees up to its best kept
+        booster = xgb.train(params, train, num_boost_round=rounds, evals=[(self._matrix(*stop_on), "validation")],
+                            early_stopping_rounds=patience, verbose_eval=False)
+        self.booster = booster[: booster.best_iteration + 1]
 
     def _library_raw(self, codes):
         # Numpy straight into the booster (it keeps the categorical feature types): a DMatrix per call
@@ -457,15 +474,19 @@ def _load_skops(path: Path):
 class HGBCandidate(LearnedCandidate):
     name = "hgb"
 
-    def _fit(self, frame, y_model):
+    def _fit(self, frame, y_model, stop_on):
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         n_categorical = len(self.encoder.categories)
         mask = [i < n_categorical for i in range(len(self.encoder.columns))]
+        settings = dict(self.config["params"])
+        # early stopping on the validation window: sklearn's own would hold out a random tenth of the fit rows
+        validation = {"X_val": stop_on[0], "y_val": stop_on[1]} if stop_on is not None and settings.get(
+            "early_stopping") else {}
+        codes = self.encoder.codes(frame)
         self.models = [
             HistGradientBoostingRegressor(loss="quantile", quantile=q, categorical_features=mask,
-                                          random_state=0, **self.config["params"])
-            .fit(self.encoder.codes(frame), y_model)
+                                          random_state=0, **settings).fit(codes, y_model, **validation)
             for q in QUANTILES
         ]
 
@@ -508,7 +529,7 @@ class MLPCandidate(LearnedCandidate):
         blocks += [np.nan_to_num(scaled), np.isnan(numeric).astype(float)]
         return np.hstack(blocks)
 
-    def _fit(self, frame, y_model):
+    def _fit(self, frame, y_model, stop_on):
         from sklearn.neural_network import MLPRegressor
 
         self.__dict__.pop("scale", None)

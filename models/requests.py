@@ -53,7 +53,9 @@ def job_pool(spec: TargetSpec, frame: pd.DataFrame, base: np.ndarray, jobs: pd.D
     mine = jobs[jobs["jeditaskid"].isin(position.index)]
     rows = position.loc[mine["jeditaskid"].to_numpy()].to_numpy()
     need = spec.to_model_space(pd.to_numeric(mine[spec.job_column], errors="coerce").to_numpy(dtype="float64"))
-    per_job = frame.iloc[rows]
+    # only what the pool reads, repeated per job: a task's row has a hundred-odd columns
+    kept = [c for c in ("creationdate", "labels_known_at", settings.get("group")) if c and c in frame]
+    per_job = frame[kept].iloc[rows]
     first = ~pd.Series(rows).duplicated().to_numpy()
     scores = need - np.asarray(base, dtype="float64")[rows]
     return CalibrationPool.of(scores, np.zeros((len(rows), 1)), per_job, settings,

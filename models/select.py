@@ -173,7 +173,7 @@ def run_select(params: Params) -> dict:
             outcome[target] = {"kept": info["version"], "why": why}
         log.info("%s: %s", target, why)
         test = by_task(Windows.at(test_origin, params.split).test_rows(features, target))
-        write_target_report(target, winner, metrics, window, test, params)
+        write_target_report(target, winner, metrics, window, test, params, scored.get("skipped", {}))
 
     versions = {target: read_promotion(build / target)["version"] for target in params.targets}
     write_json(build / SET_FILE, {"promotion": promotion, "targets": versions,
@@ -196,9 +196,20 @@ def run_select(params: Params) -> dict:
     return outcome
 
 
+def scaling_notes(metrics: dict, window: dict, skipped: dict[str, str]) -> list[str]:
+    """What train.scaling did: the candidates not trained, and those that learned from part of the fit window."""
+    notes = [f"{name}: {why}." for name, why in skipped.items()]
+    for name, scores in metrics.items():
+        if scores.get("fit_tasks") is not None and scores["fit_tasks"] < window["n_train"]:
+            notes.append(f"{name} learned from the newest {scores['fit_tasks']:,} of the {window['n_train']:,} tasks "
+                         "of its fit window (train.scaling.max_fit_tasks).")
+    return notes
+
+
 def write_target_report(target: str, winner: str, metrics: dict, window: dict, test: pd.DataFrame,
-                        params: Params) -> None:
-    """The target's model card and plots, from its test-window predictions."""
+                        params: Params, skipped: dict[str, str]) -> None:
+    """The target's model card and plots, from its test-window predictions; `skipped`: the candidates
+    train.scaling left out, and why."""
     spec = TARGETS[target]
     artifacts = resolve(params.paths.artifacts)
     stored = pd.read_parquet(artifacts / "predictions" / f"{target}.parquet").set_index("jeditaskid")
@@ -214,6 +225,7 @@ def write_target_report(target: str, winner: str, metrics: dict, window: dict, t
         "those of the configuration trained as of the test window's start; the served model is the same "
         "configuration refit as of now.",
         "The scout candidate is known only after the scout jobs ran: shown as the reference to beat.",
+        *scaling_notes(metrics, window, skipped),
     ]
     card = model_card(target, spec.unit, metrics, winner, [n for n, m in metrics.items() if m.get("servable")],
                       window, feature_columns(list(params.targets)),

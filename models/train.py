@@ -38,6 +38,7 @@ class TargetResult:
     candidates: dict[str, Candidate]
     data_window: dict
     seconds: dict[str, float]
+    skipped: dict[str, str]
 
 
 def candidate_config(name: str, target: str, params: Params) -> dict:
@@ -60,6 +61,7 @@ def candidate_config(name: str, target: str, params: Params) -> dict:
             "categorical": list(CATEGORICAL_FEATURES),
             "numeric": [*NUMERIC_FEATURES, *history_feature_names(list(params.targets))],
             "max_categories": train.max_categories,
+            "max_fit_tasks": train.scaling.max_fit_tasks.get(name),
             **shared,
         }
     return shared
@@ -84,12 +86,18 @@ def fit_as_of(name: str, config: dict, spec: TargetSpec, features: pd.DataFrame,
     the validation window's start, its quantiles and its request (on the validation tasks' `jobs`)
     calibrated on the validation window (whose labels were known at the origin): nothing it learns was
     unknown at the origin."""
-    fit = by_task(windows.fit_rows(features, spec.name))
+    fit = windows.fit_rows(features, spec.name)
+    newest = config.get("max_fit_tasks")
+    if newest and len(fit) > newest:   # the newest tasks of a larger window
+        fit = fit.iloc[np.argsort(pd.to_datetime(fit["creationdate"]).to_numpy(), kind="stable")[-newest:]]
+    fit = by_task(fit)
     validation = by_task(windows.validation_rows(features, spec.name))
     if not len(fit):
         raise ValueError(f"{spec.name}: no task's label was known by {windows.validation_start} "
                          "(split.validation_days and split.test_days leave nothing to train on)")
-    candidate = CANDIDATES[name](spec, config).fit(fit, fit[f"label_{spec.name}"].to_numpy(dtype="float64"))
+    label = f"label_{spec.name}"
+    candidate = CANDIDATES[name](spec, config).fit(fit, fit[label].to_numpy(dtype="float64"),
+                                                   (validation, validation[label].to_numpy(dtype="float64")))
     if len(validation):
         candidate.calibrate(validation, validation[f"label_{spec.name}"].to_numpy(dtype="float64"), windows.origin)
         candidate.calibrate_jobs(validation, jobs, windows.origin)
@@ -121,9 +129,18 @@ def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
             raise ValueError(f"{target}: no labelled task in the {window} window as of {windows.origin} "
                              f"(split: validation_days={windows.validation_days:g}, test_days={windows.test_days:g})")
     request = params.train.request_quantile.get(target, "q90")
+    jobs = jobs_after(jobs, features, windows.validation_start)
 
-    metrics, predictions, fitted, seconds = {}, {}, {}, {}
+    metrics, predictions, fitted, seconds, skipped = {}, {}, {}, {}, {}
+    fit_window = windows.fit_rows(features, target)
+    fit_tasks = len(fit_window)
     for name in candidates or params.train.candidates:
+        limit = params.train.scaling.skip_above_tasks.get(name)
+        if limit is not None and fit_tasks > limit:
+            skipped[name] = (f"not trained: its fit window holds {fit_tasks:,} tasks, above "
+                             f"train.scaling.skip_above_tasks ({limit:,})")
+            log.info("%s/%s: %s", target, name, skipped[name])
+            continue
         started = time.perf_counter()
         candidate, fit, validation = fit_as_of(name, candidate_config(name, target, params), spec, features,
                                                jobs, windows)
@@ -137,13 +154,14 @@ def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
             "validation": score(spec, validation, out_of_sample, request, jobs),
             "servable": candidate.servable,
             "train_seconds": seconds[name],
+            "fit_tasks": len(fit),
         }
         log.info("%s/%s: validation %s=%.4g, test %s=%.4g coverage_q90=%.3f (%.1f s)", target, name,
                  params.select.metric, metrics[name]["validation"].get(params.select.metric, np.nan),
                  params.select.metric, metrics[name].get(params.select.metric, np.nan),
                  metrics[name].get("coverage_q90", np.nan), seconds[name])
-    window = windows.describe(fit, validation, test)
-    return TargetResult(target, metrics, predictions, fitted, window, seconds)
+    window = windows.describe(fit_window, windows.validation_rows(features, target), test)
+    return TargetResult(target, metrics, predictions, fitted, window, seconds, skipped)
 
 
 def save_result(result: TargetResult, params: Params) -> None:
@@ -161,13 +179,29 @@ def save_result(result: TargetResult, params: Params) -> None:
     predictions.columns = [f"{name}_{q}" for name, q in predictions.columns]
     write_parquet(predictions.reset_index(), artifacts / "predictions" / f"{result.target}.parquet")
     write_json(artifacts / "metrics" / f"{result.target}.json",
-               {"target": result.target, "data_window": result.data_window, "candidates": result.metrics})
+               {"target": result.target, "data_window": result.data_window, "candidates": result.metrics,
+                "skipped": result.skipped})
+
+
+# What training, selection and the backtest read of a finished job: its task, each target's need, and what
+# JEDI's walltime limit is derived from.
+TRAINING_JOB_COLUMNS = ["jeditaskid", "nevents", "cores", "corepower", "wall_s",
+                        *dict.fromkeys(spec.job_column for spec in TARGETS.values() if spec.job_column)]
 
 
 def load_training_data(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     features = pd.read_parquet(resolve(params.paths.features) / "features.parquet")
-    jobs = pd.read_parquet(resolve(params.paths.validated) / "jobs.parquet")
+    jobs = pd.read_parquet(resolve(params.paths.validated) / "jobs.parquet", columns=TRAINING_JOB_COLUMNS)
     return features, jobs
+
+
+def jobs_after(jobs: pd.DataFrame | None, features: pd.DataFrame, moment: pd.Timestamp) -> pd.DataFrame | None:
+    """The jobs of the tasks created after `moment`: all that calibrating and scoring models whose knowledge
+    ends at `moment` reads (the rest are a fit's, which learns from task labels)."""
+    if jobs is None:
+        return None
+    later = features.loc[pd.to_datetime(features["creationdate"]) > moment, "jeditaskid"]
+    return jobs[jobs["jeditaskid"].isin(later.to_numpy())]
 
 
 def run_train(params: Params, target: str) -> dict:

@@ -183,6 +183,9 @@ class HGBParams(Section):
     max_leaf_nodes: Annotated[int, Field(gt=1)] = 31
     min_samples_leaf: Annotated[int, Field(gt=0)] = 20
     l2_regularization: Annotated[float, Field(ge=0)] = 1.0
+    # stop adding trees once the validation window's quantile loss has not improved for n_iter_no_change
+    early_stopping: bool = True
+    n_iter_no_change: Annotated[int, Field(gt=0)] = 10
 
 
 class XGBoostParams(Section):
@@ -194,6 +197,8 @@ class XGBoostParams(Section):
     min_child_weight: Annotated[float, Field(ge=0)] = 50
     reg_lambda: Annotated[float, Field(ge=0)] = 1.0
     nthread: Annotated[int, Field(ge=0)] = 2
+    # stop once the validation window's mean quantile loss has not improved for this many rounds (null: never)
+    early_stopping_rounds: Annotated[int, Field(gt=0)] | None = 10
 
 
 class MLPParams(Section):
@@ -216,6 +221,15 @@ class CalibrationParams(Section):
     half_life_days: Annotated[float, Field(gt=0)] | None = 30
 
 
+class ScalingParams(Section):
+    """What the learned candidates do with a large fit window (the tasks whose labels they learn from)."""
+
+    # a candidate is not trained for a target whose fit window holds more tasks than this; its card says so
+    skip_above_tasks: dict[Candidate, Annotated[int, Field(gt=0)]] = {}
+    # a candidate learns from the newest this many tasks of a larger fit window
+    max_fit_tasks: dict[Candidate, Annotated[int, Field(gt=0)]] = {}
+
+
 class TrainParams(Section):
     candidates: list[Candidate] = ["default", "scout", "history", "mlp", "hgb", "xgboost"]
     # The label quantile selection scores and the job-level request builds on, per target.
@@ -228,6 +242,7 @@ class TrainParams(Section):
     hgb: HGBParams = HGBParams()
     xgboost: XGBoostParams = XGBoostParams()
     mlp: MLPParams = MLPParams()
+    scaling: ScalingParams = ScalingParams()
 
 
 class RequestCosts(Section):
