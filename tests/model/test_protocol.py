@@ -147,7 +147,8 @@ def offsets_by_definition(pool_frame: pd.DataFrame, scores: np.ndarray, counted:
     age = (moment - pool_frame["creationdate"]).dt.total_seconds().to_numpy() / 86400
     weights = np.ones(len(age)) if settings_["half_life_days"] is None else 0.5 ** (age / settings_["half_life_days"])
     column = [0] * len(levels) if scores.shape[1] == 1 else range(len(levels))
-    return [weighted_conformal_quantile(scores[known, c], weights[known], q) for c, q in zip(column, levels, strict=True)]
+    return [weighted_conformal_quantile(scores[known, c], weights[known], q)
+            for c, q in zip(column, levels, strict=True)]
 
 
 @settings(max_examples=40, deadline=None)
