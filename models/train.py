@@ -124,7 +124,10 @@ def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
     spec: TargetSpec = TARGETS[target]
     windows = Windows.at(origin, params.split)
     test = by_task(windows.test_rows(features, target))
-    for window, rows in (("validation", windows.validation_rows(features, target)), ("test", test)):
+    # the windows' sizes and dates only: a copy of every feature column of the fit window would stay alive
+    dates = features[["creationdate", "labels_known_at", f"label_{target}"]]
+    fit_window, validation_window = windows.fit_rows(dates, target), windows.validation_rows(dates, target)
+    for window, rows in (("validation", validation_window), ("test", test)):
         if not len(rows):
             raise ValueError(f"{target}: no labelled task in the {window} window as of {windows.origin} "
                              f"(split: validation_days={windows.validation_days:g}, test_days={windows.test_days:g})")
@@ -132,7 +135,6 @@ def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
     jobs = jobs_after(jobs, features, windows.validation_start)
 
     metrics, predictions, fitted, seconds, skipped = {}, {}, {}, {}, {}
-    fit_window = windows.fit_rows(features, target)
     fit_tasks = len(fit_window)
     for name in candidates or params.train.candidates:
         limit = params.train.scaling.skip_above_tasks.get(name)
@@ -160,7 +162,7 @@ def train_target(features: pd.DataFrame, jobs: pd.DataFrame | None, target: str,
                  params.select.metric, metrics[name]["validation"].get(params.select.metric, np.nan),
                  params.select.metric, metrics[name].get(params.select.metric, np.nan),
                  metrics[name].get("coverage_q90", np.nan), seconds[name])
-    window = windows.describe(fit_window, windows.validation_rows(features, target), test)
+    window = windows.describe(fit_window, validation_window, test)
     return TargetResult(target, metrics, predictions, fitted, window, seconds, skipped)
 
 
