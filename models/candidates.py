@@ -60,6 +60,7 @@ def as_quantile_frame(values: np.ndarray, index: pd.Index, spec: TargetSpec, mod
 class Candidate(ABC):
     name: ClassVar[str]
     servable: ClassVar[bool] = True
+    learns_from_features: ClassVar[bool] = True   # False: its fit reads no feature (given none but the labels)
 
     def __init__(self, spec: TargetSpec, config: dict):
         self.spec, self.config = spec, config
@@ -243,6 +244,7 @@ class Candidate(ABC):
 
 class DefaultCandidate(Candidate):
     name = "default"
+    learns_from_features = False
 
     def fit(self, train, y, validation=None):
         return self
@@ -256,6 +258,7 @@ class DefaultCandidate(Candidate):
 class ScoutCandidate(Candidate):
     name = "scout"
     servable = False  # the scouts' values exist only once the scouts have run
+    learns_from_features = False
 
     def fit(self, train, y, validation=None):
         return self

@@ -43,12 +43,17 @@ def pipeline_now(features: pd.DataFrame, split: SplitParams) -> pd.Timestamp:
 
 
 def as_of_view(features: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """The features as they were at `as_of`: tasks created by then, labels only where known by then."""
+    """The features as they were at `as_of`: tasks created by then, labels only where known by then. When it
+    keeps every task, the view shares its other columns with `features` (the memory of one frame, not two):
+    replace a column of it whole rather than writing into it."""
     created = pd.to_datetime(features["creationdate"])
-    view = features[created <= as_of].copy()
+    kept = (created <= as_of).to_numpy()
+    # one new frame: the rows kept (a shallow copy when they all are), each label column replaced whole, so
+    # that `features` stays as it was without a second copy of every column
+    view = features.copy(deep=False) if kept.all() else features.take(np.flatnonzero(kept))
     unknown = ~(pd.to_datetime(view[LABELS_KNOWN_AT]) <= as_of)
-    labels = [c for c in view.columns if c.startswith("label_")]
-    view.loc[unknown, labels] = np.nan
+    for label in [c for c in view.columns if c.startswith("label_")]:
+        view[label] = view[label].mask(unknown)
     return view
 
 
@@ -76,8 +81,12 @@ class Windows:
         return features[f"label_{target}"].notna()
 
     def fit_rows(self, features: pd.DataFrame, target: str) -> pd.DataFrame:
+        return features[self.fit_mask(features, target)]
+
+    def fit_mask(self, features: pd.DataFrame, target: str) -> pd.Series:
+        """Which tasks the fit window holds: labelled, their labels known by the validation window's start."""
         known = pd.to_datetime(features[LABELS_KNOWN_AT]) <= self.validation_start
-        return features[known & self._labelled(features, target)]
+        return known & self._labelled(features, target)
 
     def validation_rows(self, features: pd.DataFrame, target: str) -> pd.DataFrame:
         created = pd.to_datetime(features["creationdate"])

@@ -46,9 +46,14 @@ def test_no_training_label_known_after_its_origin(created, durations, origin_day
     assert not set(fit["jeditaskid"]) & set(validation["jeditaskid"])
     assert (windows.test_rows(frame, "ramcount")["creationdate"] > origin).all()
     # As of the origin, nothing created later exists and no label known later is there.
+    before = frame.copy()
     view = as_of_view(frame, origin)
     assert (view["creationdate"] <= origin).all()
     assert view.loc[view[LABELS_KNOWN_AT] > origin, "label_ramcount"].isna().all()
+    kept = frame[frame["creationdate"] <= origin]
+    known = kept[LABELS_KNOWN_AT] <= origin
+    pd.testing.assert_series_equal(view["label_ramcount"], kept["label_ramcount"].where(known))
+    pd.testing.assert_frame_equal(frame, before)   # the archive's own frame is left as it was
 
 
 def test_the_archive_now_is_its_newest_creation_or_label():

@@ -76,3 +76,35 @@ def test_the_newest_tasks_are_the_ones_learned_from(synthetic):
     assert len(fit) == 300
     assert np.array_equal(np.sort(fit["jeditaskid"].to_numpy()),
                           whole.sort_values("creationdate")["jeditaskid"].to_numpy()[-300:])
+
+
+def test_the_jobs_read_for_some_tasks_are_theirs_as_the_whole_file_has_them(tmp_path):
+    from scoutless.models.train import TRAINING_JOB_COLUMNS, load_jobs
+
+    rng = np.random.default_rng(3)
+    jobs = pd.DataFrame({column: rng.normal(size=5000) for column in TRAINING_JOB_COLUMNS})
+    jobs["jeditaskid"] = rng.integers(1, 400, size=5000)
+    jobs.loc[::7, "wall_s"] = np.nan
+    jobs.to_parquet(tmp_path / "jobs.parquet", row_group_size=600)   # filtered group by group
+    params = Params().model_copy(update={"paths": Params().paths.model_copy(update={"validated": str(tmp_path)})})
+    wanted = rng.choice(np.arange(1, 400), size=50, replace=False)
+    read = load_jobs(params, wanted)
+    expected = jobs[jobs["jeditaskid"].isin(wanted)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(read, expected[TRAINING_JOB_COLUMNS])
+    pd.testing.assert_frame_equal(load_jobs(params), jobs[TRAINING_JOB_COLUMNS])
+
+
+def test_a_candidate_that_learns_nothing_from_the_features_fits_on_the_window_s_ids_dates_and_labels(synthetic):
+    from scoutless.models.protocol import Windows
+    from scoutless.models.train import fit_as_of
+
+    features = synthetic.drop(columns="split")
+    windows = Windows.at(features["creationdate"].max() - pd.Timedelta(days=10),
+                         SplitParams(validation_days=10, test_days=10))
+    whole = windows.fit_rows(features, "cputime")
+    for name in ("default", "scout"):
+        _, fit, _ = fit_as_of(name, candidate_config(name, "cputime", Params()), SPEC, features, None, windows)
+        assert list(fit.columns) == ["jeditaskid", "creationdate", "labels_known_at", "label_cputime"]
+        assert fit.index.tolist() == whole["jeditaskid"].tolist()
+    _, fit, _ = fit_as_of("xgboost", candidate_config("xgboost", "cputime", Params()), SPEC, features, None, windows)
+    assert list(fit.columns) == list(features.columns) and len(fit) == len(whole)
