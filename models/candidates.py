@@ -327,7 +327,8 @@ class LearnedCandidate(Candidate):
             labelled = ~np.isnan(y_validation)
             if labelled.any():
                 stop_on = (self.encoder.codes(validation[0][labelled]), y_validation[labelled])
-        self._fit(train[known], y_model[known], stop_on)
+        # a fit window holds labelled tasks only: no copy of it when every label is usable
+        self._fit(train if known.all() else train[known], y_model[known], stop_on)
         self.calibration = ConformalOffsets()
         return self
 
