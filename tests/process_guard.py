@@ -23,6 +23,12 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def _own_resource_tracker(process: psutil.Process, me: int) -> bool:
+    """multiprocessing's resource tracker of this very process (a process pool started it, the flow's training
+    does): it lives as long as its parent and ends with it."""
+    return process.ppid() == me and any("multiprocessing.resource_tracker" in part for part in process.cmdline())
+
+
 def _left_behind() -> list[psutil.Process]:
     mark, me = os.environ.get(SESSION_MARK), os.getpid()
     found = []
@@ -30,7 +36,8 @@ def _left_behind() -> list[psutil.Process]:
         if process.pid == me:
             continue
         try:
-            if process.environ().get(SESSION_MARK) == mark and _alive(process):
+            if process.environ().get(SESSION_MARK) == mark and _alive(process) \
+                    and not _own_resource_tracker(process, me):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
