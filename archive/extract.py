@@ -257,15 +257,15 @@ class _PartWriter:
             self.writer.close()
 
 
-def _merge_into(out: Path, previous: Path | None, fresh: Path | None, replaced: pa.Array, extraction: str) -> int:
-    """Write `out`: the rows of `previous` whose jeditaskid is not in `replaced`, then the rows of `fresh`,
-    labelled with the extraction's id. Streams batch by batch, so memory stays bounded. Returns the row count."""
-    sources = [(path, filter_replaced) for path, filter_replaced in ((previous, True), (fresh, False))
-               if path is not None and path.exists()]
+def _merge_into(out: Path, previous: Path | None, fresh: list[Path], replaced: pa.Array, extraction: str) -> int:
+    """Write `out`: the rows of `previous` whose jeditaskid is not in `replaced`, then the rows of each `fresh`
+    part in turn, labelled with the extraction's id. Streams batch by batch, so memory stays bounded. Returns
+    the row count."""
+    sources = [(path, path == previous) for path in (previous, *fresh) if path is not None and path.exists()]
     if not sources:
         return 0
-    if sources[0][0] == fresh:   # nothing to merge with: the fresh rows, already labelled, are the output
-        fresh.rename(out)
+    if len(sources) == 1 and sources[0][0] != previous:   # one fresh part, already labelled: the output
+        sources[0][0].rename(out)
         return pq.ParquetFile(out).metadata.num_rows
     schema = pq.read_schema(sources[-1][0])
     labelled = schema.with_metadata({**(schema.metadata or {}), EXTRACTION_KEY: extraction.encode()})
@@ -295,8 +295,83 @@ def _read_ahead(read: Callable[[int, int], T], ranges: list[tuple[int, int]]) ->
             yield chunk
 
 
+@dataclass(frozen=True)
+class Part:
+    """What one run over some task-id ranges wrote: a Parquet file per output (those it wrote anything to), the
+    task ids it read, in order, and the newest modificationtime among them."""
+
+    files: dict[str, Path]
+    read_ids: np.ndarray
+    newest: datetime | None
+    rejected: int
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A Dask cluster to extract on: its scheduler's address, and how a worker opens the archive itself."""
+
+    address: str
+    open_source: Callable[[], Source]
+
+
+def extract_part(source: Source, ranges: list[tuple[int, int]], since: datetime | None, settings: ExtractParams,
+                 build: Path, name: str, extraction: str, progress: bool = False) -> Part:
+    """Read and label the tasks of `ranges` (and their jobs) from `source`, chunk by chunk, into
+    `build`/.<output>.<name>.parquet."""
+    writers = {output: _PartWriter(build / f".{output}.{name}.parquet", extraction) for output in OUTPUTS}
+    read_ids: list[np.ndarray] = []
+    newest = None
+
+    def read_chunk(lo: int, hi: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return (read_with_retries(settings, f"tasks {lo}-{hi}", lambda: source.tasks(lo, hi, since)),
+                read_with_retries(settings, f"jobs of tasks {lo}-{hi}", lambda: source.jobs(lo, hi, since)))
+
+    try:
+        with progress_bar(progress) as bar:
+            for raw_tasks, raw_jobs in bar.track(_read_ahead(read_chunk, ranges), total=len(ranges),
+                                                 description="extract"):
+                read_ids.append(pd.to_numeric(raw_tasks["jeditaskid"]).to_numpy(dtype="int64"))
+                chunk = extract_chunk(raw_tasks, raw_jobs, settings)
+                for output, frame in chunk.items():
+                    writers[output].write(frame)
+                latest = chunk["tasks"]["modificationtime"].max()
+                if pd.notna(latest) and (newest is None or latest > newest):
+                    newest = latest.to_pydatetime()
+    finally:  # pyarrow's close is idempotent
+        for writer in writers.values():
+            writer.close()
+    return Part(files={output: writer.path for output, writer in writers.items() if writer.opened},
+                read_ids=np.concatenate(read_ids) if read_ids else np.empty(0, dtype="int64"), newest=newest,
+                rejected=writers["rejected"].rows)
+
+
+def _extract_part_on_worker(name: str, ranges: list[tuple[int, int]], open_source: Callable[[], Source],
+                            since: datetime | None, settings: ExtractParams, build: Path, extraction: str) -> Part:
+    """extract_part on a Dask worker, over a connection of its own to the archive."""
+    return extract_part(open_source(), ranges, since, settings, build, name, extraction)
+
+
+def _extract_parts(source: Source, ranges: list[tuple[int, int]], since: datetime | None, params: Params,
+                   build: Path, extraction: str, progress: bool, cluster: Cluster | None) -> list[Part]:
+    """The parts of this extraction, in task-id order: one, read here, or (with a cluster) one per group of
+    cluster.ranges_per_part consecutive ranges, read by the workers. A task's jobs are read with the task, so the
+    jobs of one task never span parts."""
+    settings = params.extract
+    if cluster is None:
+        return [extract_part(source, ranges, since, settings, build, "fresh", extraction, progress)]
+    from scoutless.cluster import client_of
+
+    step = params.cluster.ranges_per_part
+    groups = [ranges[at:at + step] for at in range(0, len(ranges), step)]
+    with client_of(cluster.address) as client:
+        names = [f"part{i:05d}" for i in range(len(groups))]
+        futures = client.map(_extract_part_on_worker, names, groups, open_source=cluster.open_source, since=since,
+                             settings=settings, build=build, extraction=extraction, pure=False)
+        return client.gather(futures)
+
+
 def _extract_into(build: Path, raw_dir: Path, params: Params, source: Source, full: bool, progress: bool,
-                  absent_columns: dict[str, list[str]], started: float) -> ExtractSummary:
+                  absent_columns: dict[str, list[str]], started: float, cluster: Cluster | None) -> ExtractSummary:
     """Write the next data/raw into `build`: the changed tasks read from `source`, merged with `raw_dir`'s."""
     settings = params.extract
     state = read_state(raw_dir)
@@ -308,59 +383,50 @@ def _extract_into(build: Path, raw_dir: Path, params: Params, source: Source, fu
     since = datetime.fromisoformat(state["watermark"]) if incremental else None
     ranges = read_with_retries(settings, "the changed tasks",
                                lambda: list(source.changed_task_ranges(since, settings.chunk_tasks)))
-    log.info("extracting %s task chunk(s) from %s (since %s)", len(ranges), source.describe(), since)
+    log.info("extracting %s task chunk(s) from %s (since %s)%s", len(ranges), source.describe(), since,
+             f" on the cluster at {cluster.address}" if cluster else "")
 
     extraction = uuid.uuid4().hex[:12]
-    writers = {name: _PartWriter(build / f".{name}.fresh.parquet", extraction) for name in OUTPUTS}
-    read_ids: list[np.ndarray] = []
-    watermark = since
-    try:
-        unkeyed = read_with_retries(settings, "the rows without a task id", source.unkeyed_rows)
-        if len(unkeyed):
-            writers["rejected"].write(_rejected_rows(unkeyed.drop(columns="reason"), "jedi_tasks", unkeyed["reason"]))
-        def read_chunk(lo: int, hi: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-            return (read_with_retries(settings, f"tasks {lo}-{hi}", lambda: source.tasks(lo, hi, since)),
-                    read_with_retries(settings, f"jobs of tasks {lo}-{hi}", lambda: source.jobs(lo, hi, since)))
-
-        with progress_bar(progress) as bar:
-            for raw_tasks, raw_jobs in bar.track(_read_ahead(read_chunk, ranges), total=len(ranges),
-                                                 description="extract"):
-                read_ids.append(pd.to_numeric(raw_tasks["jeditaskid"]).to_numpy(dtype="int64"))
-                chunk = extract_chunk(raw_tasks, raw_jobs, settings)
-                for name, frame in chunk.items():
-                    writers[name].write(frame)
-                newest = chunk["tasks"]["modificationtime"].max()
-                if pd.notna(newest) and (watermark is None or newest > watermark):
-                    watermark = newest.to_pydatetime()
-    finally:  # pyarrow's close is idempotent
-        for writer in writers.values():
-            writer.close()
-    replaced = pa.array(np.concatenate(read_ids) if read_ids else [], type=pa.int64())
+    unkeyed = read_with_retries(settings, "the rows without a task id", source.unkeyed_rows)
+    unkeyed_file = build / ".rejected.unkeyed.parquet"
+    if len(unkeyed):
+        writer = _PartWriter(unkeyed_file, extraction)
+        writer.write(_rejected_rows(unkeyed.drop(columns="reason"), "jedi_tasks", unkeyed["reason"]))
+        writer.close()
+    parts = _extract_parts(source, ranges, since, params, build, extraction, progress, cluster)
+    read_ids = np.concatenate([part.read_ids for part in parts]) if parts else np.empty(0, dtype="int64")
+    replaced = pa.array(read_ids, type=pa.int64())
     totals = {}
     for name in OUTPUTS:
+        fresh = [unkeyed_file] if name == "rejected" and len(unkeyed) else []
+        fresh += [part.files[name] for part in parts if name in part.files]
         previous = raw_dir / f"{name}.parquet" if incremental else None
-        totals[name] = _merge_into(build / f"{name}.parquet", previous,
-                                   writers[name].path if writers[name].opened else None, replaced, extraction)
-        writers[name].path.unlink(missing_ok=True)
+        totals[name] = _merge_into(build / f"{name}.parquet", previous, fresh, replaced, extraction)
+        for path in fresh:
+            path.unlink(missing_ok=True)
+    newest = [part.newest for part in parts if part.newest is not None]
+    watermark = max([*newest, *([since] if since else [])], default=None)
     return ExtractSummary(
         extraction=extraction,
         source=source.describe(),
         incremental=incremental,
         watermark=watermark.isoformat() if watermark else None,
-        tasks_read=int(sum(len(ids) for ids in read_ids)),
+        tasks_read=len(read_ids),
         tasks_total=totals["tasks"],
         labelled_total=totals["labels"],
         jobs_total=totals["jobs"],
-        rejected_read=writers["rejected"].rows,
+        rejected_read=len(unkeyed) + sum(part.rejected for part in parts),
         seconds=round(time.perf_counter() - started, 3),
         absent_columns=absent_columns,
     )
 
 
 def extract(
-    params: Params, source: Source, raw_dir: Path, full: bool = False, progress: bool = True
+    params: Params, source: Source, raw_dir: Path, full: bool = False, progress: bool = True,
+    cluster: Cluster | None = None,
 ) -> ExtractSummary:
-    """Read changed tasks from `source` into `raw_dir`, merging with what earlier runs extracted."""
+    """Read changed tasks from `source` into `raw_dir`, merging with what earlier runs extracted; with a
+    `cluster`, its workers read and label the task-id ranges (in the build folder, which they must see)."""
     started = time.perf_counter()
     settings = params.extract
     absent_columns = read_with_retries(settings, "the schema check", source.check)
@@ -368,7 +434,7 @@ def extract(
     # a reader sees this extraction or the previous one, never a mix of the two.
     build = build_dir(raw_dir)
     try:
-        summary = _extract_into(build, raw_dir, params, source, full, progress, absent_columns, started)
+        summary = _extract_into(build, raw_dir, params, source, full, progress, absent_columns, started, cluster)
         write_json(build / STATE_FILE, asdict(summary))
         replace_dir(build, raw_dir)
     finally:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from scoutless.archive.extract import ExtractSummary, extract
+from scoutless.archive.extract import Cluster, ExtractSummary, extract
 from scoutless.archive.schema import panda_schema
 from scoutless.archive.sources import BigpandaDump, Source, SqlSource
 from scoutless.params import Params, archive_password
@@ -34,10 +35,11 @@ def archive_url(params: Params) -> sa.URL:
 
 
 def run_extract(params: Params, jobs_json: Path | None = None, full: bool = False,
-                progress: bool = True) -> ExtractSummary:
-    """Extract the archive named by archive.url into paths.raw."""
+                progress: bool = True, cluster: str | None = None) -> ExtractSummary:
+    """Extract the archive named by archive.url into paths.raw; with a Dask scheduler's address, on its workers."""
     source = open_source(params, jobs_json)
-    return extract(params, source, resolve(params.paths.raw), full, progress)
+    spread = Cluster(cluster, partial(open_source, params, jobs_json)) if cluster else None
+    return extract(params, source, resolve(params.paths.raw), full, progress, spread)
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -91,12 +91,14 @@ def labels_known_at(tasks: pd.DataFrame) -> pd.Series:
     return ended.where(ended >= created, created).where(ended.notna())
 
 
-def build_features(tasks: pd.DataFrame, labels: pd.DataFrame, targets: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_features(tasks: pd.DataFrame, labels: pd.DataFrame, targets: list[str],
+                   own: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(features of every task, the history table). Features carry jeditaskid, creationdate, when the
     labels became known (models.protocol cuts the windows in time from these two), the labels (NaN where
-    the task has none yet) and the scout values, beside the model inputs."""
+    the task has none yet) and the scout values, beside the model inputs. `own`: the tasks'
+    submission_features, row for row, when they were computed elsewhere (by partitions, on a cluster)."""
     tasks = tasks.reset_index(drop=True)
-    own = submission_features(tasks)
+    own = submission_features(tasks) if own is None else own.set_axis(tasks.index)
     labelled = tasks[["jeditaskid"]].merge(labels[["jeditaskid", *targets]], on="jeditaskid", how="left")
     events = pd.concat([tasks[["jeditaskid"]], own, labelled[targets]], axis=1)
     events["available_at"] = labels_known_at(tasks)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from scoutless.cluster import cluster_address
 from scoutless.flows.stages import (
     backtest_flow,
     check_archive_flow,
@@ -61,16 +62,19 @@ def retrain_flow(targets: list[str] | None = None) -> dict:
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(archive: str | None = None, full_extract: bool = False, version: bool = True) -> dict:
+def pipeline_flow(archive: str | None = None, full_extract: bool = False, version: bool = True,
+                  cluster: str | None = None) -> dict:
     """archive check (the embedded archive simulated when missing) -> extract -> validate -> features -> train
     (targets concurrently) -> select -> history -> backtest -> replay -> monitor -> package, then record them
-    with DVC: the stages of dvc.yaml."""
+    with DVC: the stages of dvc.yaml. With `cluster` ('local', or a Dask scheduler's tcp:// address) the
+    extraction, the submission features and the training run on its workers (scoutless.cluster)."""
     logger = get_run_logger()
     check_archive_flow(archive)
-    extract_flow(archive, full_extract)
-    validate_flow()
-    features_flow()
-    trained = train_flow()
+    with cluster_address(cluster, stage_params(archive).cluster) as address:
+        extract_flow(archive, full_extract, address)
+        validate_flow()
+        features_flow(address)
+        trained = train_flow(cluster=address)
     selected = select_flow()
     history_flow()
     backtest_flow()

@@ -44,16 +44,17 @@ def check_archive_flow(archive: str | None = None) -> dict:
 
 # No retries here: the stage retries each archive read itself (extract.retries), for the CLI and DVC alike.
 @task
-def extract_task(archive: str | None, full: bool) -> dict:
+def extract_task(archive: str | None, full: bool, cluster: str | None) -> dict:
     from scoutless.archive.stages import run_extract
 
-    return asdict(run_extract(stage_params(archive), full=full, progress=False))
+    return asdict(run_extract(stage_params(archive), full=full, progress=False, cluster=cluster))
 
 
 @flow(name="extract", log_prints=True)
-def extract_flow(archive: str | None = None, full: bool = False) -> dict:
-    """Read the archive's new and changed tasks (all of them with full=True) into data/raw/."""
-    summary = extract_task(archive, full)
+def extract_flow(archive: str | None = None, full: bool = False, cluster: str | None = None) -> dict:
+    """Read the archive's new and changed tasks (all of them with full=True) into data/raw/; with a Dask
+    scheduler's address, on its workers."""
+    summary = extract_task(archive, full, cluster)
     create_markdown_artifact(
         _markdown_table(["tasks read", "rows rejected", "tasks in data/raw", "labelled", "finished jobs", "seconds"],
                         [[summary["tasks_read"], summary["rejected_read"], summary["tasks_total"],
@@ -81,16 +82,17 @@ def validate_flow() -> dict:
 
 
 @task
-def features_task() -> dict:
+def features_task(cluster: str | None) -> dict:
     from scoutless.features.stage import run_features
 
-    return asdict(run_features(stage_params()))
+    return asdict(run_features(stage_params(), cluster))
 
 
 @flow(name="features", log_prints=True)
-def features_flow() -> dict:
-    """Build the submission-time and history features."""
-    return features_task()
+def features_flow(cluster: str | None = None) -> dict:
+    """Build the submission-time and history features; with a Dask scheduler's address, the submission features
+    on its workers."""
+    return features_task(cluster)
 
 
 @task
@@ -101,13 +103,19 @@ def train_task(target: str) -> dict:
 
 
 @flow(name="train", log_prints=True)
-def train_flow(targets: list[str] | None = None) -> dict:
+def train_flow(targets: list[str] | None = None, cluster: str | None = None) -> dict:
     """Train every candidate of each target, flows.train_workers targets at a time, each in a process of its own
     as `dvc repro` trains them (two targets trained at once in threads of one process gave other
-    HistGradientBoosting and XGBoost models than each trained alone)."""
+    HistGradientBoosting and XGBoost models than each trained alone); with a Dask scheduler's address, one
+    target per worker thread of that cluster."""
     params = stage_params()
     targets = targets or list(params.targets)
-    runner = ProcessPoolTaskRunner(max_workers=params.flows.train_workers)
+    if cluster:
+        from prefect_dask import DaskTaskRunner
+
+        runner = DaskTaskRunner(address=cluster)
+    else:
+        runner = ProcessPoolTaskRunner(max_workers=params.flows.train_workers)
     with runner:
         futures = {target: runner.submit(train_task, parameters={"target": target}) for target in targets}
         results = {target: future.result() for target, future in futures.items()}

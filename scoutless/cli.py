@@ -313,16 +313,22 @@ def predict(
 def run(
     archive: ArchiveOption = None,
     full: Annotated[bool, typer.Option(help="Extract the whole archive, ignoring the watermark.")] = False,
+    cluster: Annotated[str | None, typer.Option(
+        help="Extract, build features and train on a Dask cluster: 'local' (cluster.local_workers worker "
+             "processes here) or a scheduler's address, tcp://HOST:PORT.")] = None,
 ) -> None:
     """Run the pipeline flow once (Prefect): archive check -> extract -> validate -> features -> train -> select
     -> history -> backtest -> monitor -> package, against an archive (default: the embedded one, simulated when
     missing), then record the stages it ran in dvc.lock."""
+    from scoutless.cluster import ClusterError, check_spec
     from scoutless.flows.pipeline import pipeline_flow
 
-    params = _params(archive)   # a bad params.yaml is reported before Prefect starts
+    params = _params(archive)   # a bad params.yaml or --cluster is reported before Prefect starts
+    with _exit_on(ClusterError, 2):
+        check_spec(cluster)
     # The flow's parameters are stored by Prefect: the URL goes without its password (load_params kept that in
     # the environment, where the flow's stages read it).
-    result = pipeline_flow(archive=params.archive.url if archive else None, full_extract=full)
+    result = pipeline_flow(archive=params.archive.url if archive else None, full_extract=full, cluster=cluster)
     versioned = result["versioned"]
     if versioned["versioned"]:
         typer.echo(f"versioned in dvc.lock{' and pushed' if versioned['pushed'] else ''}: "

@@ -321,6 +321,18 @@ class FlowParams(Section):
     schedules: ScheduleParams = ScheduleParams()
 
 
+class ClusterParams(Section):
+    """`scoutless run --cluster`: the Dask cluster the extraction, the features and the per-target training are
+    spread over (scoutless.cluster)."""
+
+    local_workers: Annotated[int, Field(gt=0)] = 2      # worker processes of `--cluster local`
+    threads_per_worker: Annotated[int, Field(gt=0)] = 1  # each works one partition or one target at a time
+    # Task-id ranges (extract.chunk_tasks tasks each) per unit of work sent to a worker: larger, fewer round
+    # trips; smaller, the work spreads more evenly.
+    ranges_per_part: Annotated[int, Field(gt=0)] = 4
+    feature_partitions_per_worker: Annotated[int, Field(gt=0)] = 2
+
+
 class BacktestParams(Section):
     """The rolling-origin backtest (models.backtest): the whole pipeline replayed at several origins."""
 
@@ -397,6 +409,7 @@ class Params(Section):
     replay: ReplayParams = ReplayParams()
     monitor: MonitorParams = MonitorParams()
     flows: FlowParams = FlowParams()
+    cluster: ClusterParams = ClusterParams()
     serving: ServingParams = ServingParams()
 
 
