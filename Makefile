@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python -m benchmarks.training
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.backtest
+	$(BIN)/python -m benchmarks.cluster
 
 # Re-pin the whole dependency set after changing pyproject.toml's dependencies.
 lock:

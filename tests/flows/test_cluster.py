@@ -94,6 +94,23 @@ def test_the_cluster_trains_models_that_score_the_same(on_cluster, in_one_proces
         assert spread[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), key
 
 
+def test_the_train_flow_in_one_process_trains_what_each_target_alone_does(in_one_process, tmp_path, prefect_harness):
+    """Without a cluster the flow trains flows.train_workers targets at once, each in a process of its own: the
+    models are those of the stage run by itself (in threads of one process they were not)."""
+    root = tmp_path / "flow"
+    shutil.copytree(in_one_process, root, symlinks=True, ignore=shutil.ignore_patterns("artifacts"))
+    with project_env(root):
+        from scoutless.flows.stages import train_flow
+
+        train_flow()
+    for target in ("ramcount", "cputime", "cpuefficiency", "iointensity", "outdiskcount", "workdiskcount"):
+        together, alone = _scores(root, target), _scores(in_one_process, target)
+        assert together.keys() == alone.keys()
+        for key, value in alone.items():
+            assert together[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), \
+                (target, key)
+
+
 def test_the_cluster_run_goes_through_to_the_bento(on_cluster):
     promoted = sorted(path.name for path in (on_cluster / "artifacts/promoted").iterdir() if path.is_dir())
     assert promoted == sorted(["ramcount", "cputime", "cpuefficiency", "iointensity", "outdiskcount",
