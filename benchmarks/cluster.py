@@ -41,10 +41,6 @@ def _project(arm: str) -> Path:
     return root
 
 
-def _worker_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure(arm: str, workers: int) -> dict:
     root = _project(arm)
     os.environ["SCOUTLESS_PROJECT_DIR"] = str(root)
@@ -76,7 +72,7 @@ def measure(arm: str, workers: int) -> dict:
                 seconds[stage], spans[stage] = time.perf_counter() - began, (wall, time.time())
             if address:
                 with client_of(address) as client:
-                    workers_peak = sorted(client.run(_worker_peak_mb).values())
+                    workers_peak = sorted(client.run(peak_rss_mb).values())
                     stream = client.get_task_stream()
                 busy = {stage: sum(part["stop"] - part["start"] for task in stream for part in task["startstops"]
                                    if part["action"] == "compute" and lo <= part["start"] < hi)

@@ -1,7 +1,7 @@
 """The pipeline beyond one process: a Dask cluster for `scoutless run --cluster`.
 
 What is spread over the workers: the extraction (task-id ranges, each worker reading its ranges and their jobs
-from the archive and writing Parquet parts), the submission features (row groups of the validated tasks), and
+from the archive and writing Parquet parts), the submission features (task-id ranges of the validated tasks), and
 the per-target training (one Prefect task per target, through prefect-dask's DaskTaskRunner). The rest runs in
 the flow's process. Without --cluster nothing here is used: one process is the default, and the fastest on one
 machine.

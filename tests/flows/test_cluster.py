@@ -89,9 +89,13 @@ def test_the_cluster_trains_models_that_score_the_same(on_cluster, in_one_proces
     spread, alone = _scores(on_cluster, target), _scores(in_one_process, target)
     assert {key.split("/")[0] for key in alone} == {"default", "history", "xgboost", "hgb"}
     assert isinstance(alone["xgboost/pinball_request"], float)   # the learners scored something
-    assert spread.keys() == alone.keys()
-    for key, value in alone.items():
-        assert spread[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), key
+    _assert_same(spread, alone, target)
+
+
+def _assert_same(scores: dict, expected: dict, target: str) -> None:
+    assert scores.keys() == expected.keys(), target
+    for key, value in expected.items():
+        assert scores[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), (target, key)
 
 
 def test_the_train_flow_in_one_process_trains_what_each_target_alone_does(in_one_process, tmp_path, prefect_harness):
@@ -104,11 +108,7 @@ def test_the_train_flow_in_one_process_trains_what_each_target_alone_does(in_one
 
         train_flow()
     for target in ("ramcount", "cputime", "cpuefficiency", "iointensity", "outdiskcount", "workdiskcount"):
-        together, alone = _scores(root, target), _scores(in_one_process, target)
-        assert together.keys() == alone.keys()
-        for key, value in alone.items():
-            assert together[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), \
-                (target, key)
+        _assert_same(_scores(root, target), _scores(in_one_process, target), target)
 
 
 def test_the_cluster_run_goes_through_to_the_bento(on_cluster):
