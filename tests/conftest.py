@@ -158,7 +158,7 @@ def served_project(tmp_path_factory, prefect_harness) -> Iterator[Path]:
     """A small project run through the pipeline flow once per session (simulate -> ... -> monitor ->
     package), with a BentoML store of its own: what the selection, service and deployment tests work on."""
     root = tmp_path_factory.mktemp("served")
-    write_params(root, simulate={"tasks": 600}, backtest={"origins": 1})
+    write_params(root, simulate={"tasks": 600}, backtest={"origins": 1}, train={"hgb": {"max_iter": 40}})
     with project_env(root):
         from scoutless.flows.pipeline import pipeline_flow
 
@@ -168,8 +168,8 @@ def served_project(tmp_path_factory, prefect_harness) -> Iterator[Path]:
 
 def tracked_copy(root: Path, remote: Path, run: Callable[[list[str], Path], str]) -> Path:
     """The project's tracked files in `root`, as a fresh git repository with a DVC remote at `remote`, set for
-    a small archive (400 tasks, one backtest origin). `run(cmd, cwd)` runs a command and fails the test if it
-    fails."""
+    a small archive (400 tasks, one backtest origin) and three candidates. `run(cmd, cwd)` runs a command and
+    fails the test if it fails."""
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for name in tracked.splitlines():
         if (REPO / name).is_file():
@@ -178,6 +178,9 @@ def tracked_copy(root: Path, remote: Path, run: Callable[[list[str], Path], str]
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["simulate"]["tasks"] = 400
     params["backtest"]["origins"] = 1
+    # what these tests check is the pipeline's machinery, not the models: the quick candidates only
+    params["train"]["candidates"] = ["default", "history", "xgboost"]
+    params["train"]["xgboost"]["n_estimators"] = 60
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)

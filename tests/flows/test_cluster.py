@@ -22,7 +22,8 @@ PROJECT = {
     "simulate": {"tasks": 600},
     "extract": {"chunk_tasks": 50},
     "cluster": {"local_workers": 2, "ranges_per_part": 2},
-    "train": {"candidates": ["default", "history", "xgboost", "hgb"], "xgboost": {"n_estimators": 60}},
+    "train": {"candidates": ["default", "history", "xgboost", "hgb"], "xgboost": {"n_estimators": 60},
+              "hgb": {"max_iter": 30}},
     "backtest": {"origins": 1},
     "flows": {"version_with_dvc": False},
 }

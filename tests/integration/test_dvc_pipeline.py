@@ -86,7 +86,7 @@ def test_a_parameter_change_reruns_only_what_depends_on_it(copy):
 def test_experiments_and_the_local_remote(copy):
     run(["dvc", "repro"], copy)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "params"], copy)
-    output = run(["dvc", "exp", "run", "-S", "train.hgb.max_iter=50"], copy)
+    output = run(["dvc", "exp", "run", "-S", "train.xgboost.n_estimators=40"], copy)
     assert "Running stage 'train@ramcount'" in output and "Running stage 'features'" not in output
 
     run(["dvc", "push"], copy)
