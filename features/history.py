@@ -20,6 +20,7 @@ last row of its group strictly before its creation.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 
 import numpy as np
@@ -52,6 +53,17 @@ def group_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
     for part in parts[1:]:
         key = key + _SEP + part
     return key
+
+
+def row_group_key(row: dict, columns: tuple[str, ...]) -> str | None:
+    """`group_key` of one task given as a dict of its features (None where it is missing)."""
+    parts = []
+    for column in columns:
+        value = row.get(column)
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return None
+        parts.append(value if isinstance(value, str) else str(value))
+    return _SEP.join(parts)
 
 
 def series_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> tuple[pd.Series, pd.Series]:

@@ -18,6 +18,7 @@ they never cross.
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -25,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from scoutless.features.history import group_key
+from scoutless.features.history import group_key, row_group_key
 from scoutless.models.calibration import CalibrationPool, ConformalOffsets
 from scoutless.models.encoding import CategoryEncoder
 from scoutless.models.metrics import QUANTILE_COLUMNS, QUANTILES
@@ -127,6 +128,12 @@ class Candidate(ABC):
         """`_quantiles_and_base` of tasks given as feature dicts, the quantiles as an (n, 3) array."""
         quantiles, base = self._quantiles_and_base(pd.DataFrame(rows, index=range(len(rows))), None)
         return quantiles.to_numpy(dtype="float64"), base
+
+    def _label_quantiles_and_base(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 3) label quantiles in target units, as a candidate without a model gives them -> what
+        `_rows_quantiles_and_base` returns (sorted, and the request quantile in model space)."""
+        quantiles = sorted_quantiles(values, self.spec, model_space=False)
+        return quantiles, self.spec.to_model_space(quantiles[:, QUANTILE_COLUMNS.index(self.request_quantile)])
 
     def predict_as_submitted(self, frame: pd.DataFrame, pool: CalibrationPool | None,
                              jobs: CalibrationPool | None) -> pd.DataFrame:
@@ -249,10 +256,15 @@ class DefaultCandidate(Candidate):
     def fit(self, train, y, validation=None):
         return self
 
-    def predict_quantiles(self, frame):
+    def _values(self, n: int) -> np.ndarray:
         value = self.config.get("value")
-        values = np.full((len(frame), 3), np.nan if value is None else float(value))
-        return as_quantile_frame(values, frame.index, self.spec, model_space=False)
+        return np.full((n, 3), np.nan if value is None else float(value))
+
+    def predict_quantiles(self, frame):
+        return as_quantile_frame(self._values(len(frame)), frame.index, self.spec, model_space=False)
+
+    def _rows_quantiles_and_base(self, rows, codes):
+        return self._label_quantiles_and_base(self._values(len(rows)))
 
 
 class ScoutCandidate(Candidate):
@@ -287,7 +299,27 @@ class HistoryCandidate(Candidate):
             rows.append(stats.assign(level=level).rename_axis("key").reset_index())
         self.table = pd.concat(rows, ignore_index=True)
         self.overall = [float(np.nanquantile(y, q)) for q in QUANTILES]
+        self._index_table()
         return self
+
+    def _index_table(self) -> None:
+        """Per level, finest first: its columns and each key's quantiles (the service looks tasks up here)."""
+        self._levels = []
+        for level, columns in enumerate(self.config["groups"]):
+            rows = self.table[self.table["level"] == level]
+            quantiles = rows[list(QUANTILE_COLUMNS)].to_numpy(dtype="float64").tolist()
+            self._levels.append((tuple(columns), dict(zip(rows["key"].tolist(), quantiles, strict=True))))
+
+    def _rows_quantiles_and_base(self, rows, codes):
+        values = np.empty((len(rows), 3))
+        for i, row in enumerate(rows):
+            values[i] = self.overall
+            for columns, by_key in self._levels:
+                found = by_key.get(row_group_key(row, columns))
+                if found is not None and not math.isnan(found[0]):
+                    values[i] = found
+                    break
+        return self._label_quantiles_and_base(values)
 
     def predict_quantiles(self, frame):
         result = np.full((len(frame), 3), np.nan)
@@ -306,6 +338,7 @@ class HistoryCandidate(Candidate):
     def set_state(self, state):
         self.overall = state["overall"]
         self.table = pd.DataFrame(state["table"])
+        self._index_table()
 
 
 class LearnedCandidate(Candidate):

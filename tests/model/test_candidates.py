@@ -178,15 +178,22 @@ def test_a_model_that_cannot_be_compiled_keeps_its_library_predict(synthetic):
 
 
 @pytest.mark.parametrize("name", [*LEARNED, "default"])
-def test_tasks_given_as_dicts_get_what_the_frame_gets(fitted, synthetic, name):
-    """predict_rows (the service's hot path) answers every column of predict, compiled or not."""
+def test_tasks_given_as_dicts_get_what_the_frame_gets(fitted, synthetic, name, monkeypatch):
+    """predict_rows (the service's hot path) answers every column of predict, compiled or not, and builds no
+    pandas frame on the way; also for tasks of a kind never seen, or missing a part of their kind (history backs
+    off to coarser kinds, or to all)."""
     candidate = fitted.get(name) or CANDIDATES[name](SPEC, {"value": 100.0}).fit(synthetic, None)
     holdout = synthetic[synthetic["split"] == "holdout"].reset_index(drop=True)
+    holdout.loc[0, "transpath"] = "Never_tf.py"
+    holdout.loc[1, "processing_type"] = pd.NA
+    holdout.loc[2, ["processing_type", "transpath", "release", "corecount_class"]] = pd.NA
     rows = holdout.astype(object).where(holdout.notna(), None).to_dict("records")
     expected = candidate.predict(holdout)
     compiles = hasattr(candidate, "compile") and candidate.compile()
     try:
-        answered = candidate.predict_rows(rows)
+        with monkeypatch.context() as patched:
+            patched.setattr(pd, "DataFrame", lambda *args, **kwargs: pytest.fail("the hot path built a DataFrame"))
+            answered = candidate.predict_rows(rows)
     finally:
         if compiles:
             candidate._compiled = None
