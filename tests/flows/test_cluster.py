@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from scoutless.cluster import ClusterError, check_spec
+from scoutless.params import TARGETS
 from tests.conftest import project_env, write_params
 from tests.integration.test_crash_safety import scoutless
 
@@ -84,8 +85,7 @@ def _scores(root: Path, target: str) -> dict[str, dict]:
 
 # Each target is trained by one process in both runs, on the same rows, with the trees' threads set alike: the
 # figures agree to the last digits (1e-9 relative leaves room for nothing but the printing of floats).
-@pytest.mark.parametrize("target", ["ramcount", "cputime", "cpuefficiency", "iointensity", "outdiskcount",
-                                    "workdiskcount"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_the_cluster_trains_models_that_score_the_same(on_cluster, in_one_process, target):
     spread, alone = _scores(on_cluster, target), _scores(in_one_process, target)
     assert {key.split("/")[0] for key in alone} == {"default", "history", "xgboost", "hgb"}
@@ -108,14 +108,13 @@ def test_the_train_flow_in_one_process_trains_what_each_target_alone_does(in_one
         from scoutless.flows.stages import train_flow
 
         train_flow()
-    for target in ("ramcount", "cputime", "cpuefficiency", "iointensity", "outdiskcount", "workdiskcount"):
+    for target in TARGETS:
         _assert_same(_scores(root, target), _scores(in_one_process, target), target)
 
 
 def test_the_cluster_run_goes_through_to_the_bento(on_cluster):
     promoted = sorted(path.name for path in (on_cluster / "artifacts/promoted").iterdir() if path.is_dir())
-    assert promoted == sorted(["ramcount", "cputime", "cpuefficiency", "iointensity", "outdiskcount",
-                               "workdiskcount"])
+    assert promoted == sorted(TARGETS)
     assert (on_cluster / "reports/drift.json").is_file()
     assert any((on_cluster / ".bentoml/bentos").rglob("bento.yaml"))
 
