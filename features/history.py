@@ -245,8 +245,7 @@ class HistoryIndex:
         at `created_ns` (nanoseconds since the epoch, UTC)."""
         blocks = []
         for group, columns, by_key, nothing in self.groups:
-            parts = [task.get(column) for column in columns]
-            found = by_key.get(_SEP.join(parts)) if None not in parts else None
+            found = by_key.get(row_group_key(task, columns))   # no key is None: a missing part finds nothing
             block = found[1] if found is not None and found[0] < created_ns else None
             if block is None and group == RELEASE_FALLBACK_GROUP:
                 block = self._earlier_release(task, columns, created_ns)
@@ -260,10 +259,7 @@ class HistoryIndex:
         parsed = release_series(task["release"]) if task.get("release") is not None else None
         if parsed is None:
             return None
-        parts = [parsed[0] if column == "release" else task.get(column) for column in columns]
-        if None in parts:
-            return None
-        releases = self.series.get(_SEP.join(parts), [])
+        releases = self.series.get(row_group_key(task | {"release": parsed[0]}, columns), [])
         below = bisect_left(releases, parsed[1], key=lambda entry: entry[0])
         while below:
             number, since, block = releases[below - 1]
